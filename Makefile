@@ -1,0 +1,35 @@
+# Every target sets up .venv on its own; torch is pinned to the release this machine carries.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+OUT ?= bench_out
+
+.PHONY: test bench app lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/ruff check retrieval models ui tests
+	$(BIN)/ruff format --check retrieval models ui tests
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/hashlens bench wiki --out $(OUT)/wiki
+
+app: $(STAMP)
+	@echo "The Streamlit front end is not built yet (issue 5); 'hashlens --help' lists what works."
+	$(BIN)/hashlens --help
+
+lint: $(STAMP)
+	$(BIN)/ruff check --fix retrieval models ui tests
+	$(BIN)/ruff format retrieval models ui tests
+
+clean:
+	rm -rf $(VENV) $(OUT)

@@ -1,0 +1,1 @@
+"""PyTorch networks and hashing baselines. Knows nothing of SQLite, FAISS or files."""

@@ -1,0 +1,82 @@
+"""The LISTA hashing encoder of SparseHash (Masci et al., ICLR 2014; Gregor & LeCun 2010).
+
+x ──standardise──▶ b_in = W x ──▶ z = σ_τ(b_in) ──▶ [b = b_in + S z, z = σ_τ(b)] × T ──▶ tanh(γ z)
+
+σ_τ is the one-sided shrinkage max(b − τ, 0): it is non-negative and exactly zero below the
+threshold, so a code unit is either off (0) or on (> 0). The relaxed code tanh(γ z) lies in
+[0, 1) and is what the loss sees; the binary code is its support, bit = z > 0, which is the
+same as rounding the relaxed code up from 0. Because σ_τ produces exact zeros, the binary code
+keeps exactly the zeros the sparsity term paid for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from models.bits import check_code_length
+
+
+@dataclass
+class IstaConfig:
+    in_dim: int  # input feature dimension n (512 for CLIP ViT-B-32)
+    bits: int = 64  # code length m; a multiple of 8 so codes pack into bytes
+    steps: int = 2  # unrolled ISTA iterations T after the first shrinkage (0 = one layer)
+    tau_init: float = 0.5  # initial threshold of every unit, in units of standardised W x
+    gain: float = 2.0  # slope γ of the tanh binarizer applied to the shrunk activations
+    dropout: float = 0.0  # dropout on the standardised input while training
+
+    def __post_init__(self) -> None:
+        check_code_length(self.bits)
+        if self.in_dim <= 0 or self.steps < 0:
+            raise ValueError(f"bad IstaConfig: {self}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def shrink(b: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    """One-sided soft threshold σ_τ(b) = max(b − τ, 0)."""
+    return torch.relu(b - tau)
+
+
+class IstaEncoder(nn.Module):
+    """Maps features [batch, in_dim] to relaxed codes [batch, bits] in [0, 1)."""
+
+    def __init__(self, config: IstaConfig) -> None:
+        super().__init__()
+        self.config = config
+        m = config.bits
+        self.W = nn.Linear(config.in_dim, m, bias=False)
+        self.S = nn.Linear(m, m, bias=False)  # lateral inhibition between code units
+        nn.init.zeros_(self.S.weight)  # start as a single shrinkage layer; S is learned
+        self.tau = nn.Parameter(torch.full((m,), float(config.tau_init)))
+        self.dropout = nn.Dropout(config.dropout)
+        # Input standardisation, fitted to the training features and saved with the weights.
+        self.register_buffer("input_mean", torch.zeros(config.in_dim))
+        self.register_buffer("input_scale", torch.ones(config.in_dim))
+
+    def fit_input(self, features: torch.Tensor) -> None:
+        """Standardise each input dimension with the training mean and standard deviation."""
+        self.input_mean.copy_(features.mean(0))
+        std = features.std(0)
+        self.input_scale.copy_(torch.where(std > 1e-8, std, torch.ones_like(std)))
+
+    def activations(self, x: torch.Tensor) -> torch.Tensor:
+        """Shrunk ISTA activations z >= 0, [batch, bits]."""
+        x = self.dropout((x - self.input_mean) / self.input_scale)
+        b_in = self.W(x)  # [batch, bits]
+        z = shrink(b_in, self.tau)
+        for _ in range(self.config.steps):
+            z = shrink(b_in + self.S(z), self.tau)
+        return z
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.config.gain * self.activations(x))
+
+    @torch.inference_mode()
+    def encode_bits(self, x: torch.Tensor) -> torch.Tensor:
+        """Binary codes [batch, bits] as bool: the support of the activations."""
+        return self.activations(x) > 0

@@ -1,0 +1,318 @@
+"""Benchmarks. `hashlens bench wiki`: MM-SparseHash against the baselines on the Wiki benchmark.
+
+Protocol (../shared/datasets/wiki/README.md): the 693 test pairs query the 2,173 training
+pairs, relevant = same category, mAP over the whole Hamming ranking. Every method sees the same
+features: mean-centred on the training mean, then lifted by an RBF anchor map (fitted on the
+training items of each seed) so that linear projections can separate the classes. Each method's
+hyperparameters are chosen on a validation split of the training pairs (validation queries
+against the remaining training pairs), never on the test queries; then each seed refits on all
+training pairs and is scored on the test queries.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+
+from models.baselines import CcaItq, CmSsh, FloatCca, SrpLsh
+from models.features import RbfFeatures
+from models.sparsehash import SparseHashConfig
+from retrieval.evaluate import HashingReport, evaluate_codes, relevance, score_map
+from retrieval.train import TrainConfig, split_validation, train_sparsehash
+
+METHODS = ("sparsehash", "sparsehash_dense", "srp_lsh", "cmssh", "cca_itq", "float_cca")
+SEED_TABLE_BITS = 48  # the code length of the seed's table of unique codes and r-neighbours
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot run: missing or malformed data."""
+
+
+@dataclass
+class Split:
+    images: np.ndarray  # [n, image_dim]
+    texts: np.ndarray  # [n, text_dim]
+    labels: np.ndarray  # [n, classes] multi-hot
+
+    def subset(self, index: np.ndarray) -> Split:
+        return Split(self.images[index], self.texts[index], self.labels[index])
+
+
+def load_wiki(path: str | Path) -> tuple[Split, Split]:
+    """(train, test) of the Wiki .mat file, features centred on the training mean."""
+    path = Path(path)
+    if not path.is_file():
+        raise BenchError(f"Wiki data not found at {path}; give its path with --data")
+    try:
+        mat = scipy.io.loadmat(str(path))
+        train = Split(mat["I_tr"], mat["T_tr"], mat["L_tr"])
+        test = Split(mat["I_te"], mat["T_te"], mat["L_te"])
+    except (KeyError, ValueError) as e:
+        raise BenchError(f"{path} is not the Wiki features file: {e}") from e
+    mi, mt = train.images.mean(0), train.texts.mean(0)
+    centre = lambda s: Split(s.images - mi, s.texts - mt, s.labels.astype(np.float32))  # noqa: E731
+    return centre(train), centre(test)
+
+
+def lift(train: Split, others: list[Split], seed: int) -> list[Split]:
+    """RBF anchor features fitted on `train`, applied to train and each of `others`."""
+    fi = RbfFeatures.fit(train.images, seed=seed)
+    ft = RbfFeatures.fit(train.texts, seed=seed)
+    return [Split(fi.transform(s.images), ft.transform(s.texts), s.labels) for s in [train, *others]]
+
+
+# --- methods -------------------------------------------------------------------------------
+
+
+@dataclass
+class Fitted:
+    """A fitted method: codes (or float vectors) for both modalities, plus what it cost."""
+
+    encode: object  # callable(features, modality) -> packed codes or float vectors
+    is_float: bool
+    seconds: float
+    epochs: int | None = None
+
+
+SPARSEHASH_GRID = [  # candidates for MM-SparseHash, chosen on validation
+    dict(margin=12.0, alpha=0.02),
+    dict(margin=16.0, alpha=0.02),
+    dict(margin=12.0, alpha=0.05),
+]
+BASELINE_GRIDS = {
+    "srp_lsh": [dict(dims=d) for d in (16, 32, 64)],
+    "cca_itq": [dict(power=p) for p in (0.0, 1.0, 4.0)],
+    "cmssh": [dict(pca_dims=d) for d in (64, 128)],
+    "float_cca": [dict(dims=d) for d in (10, 32, 128)],
+}
+
+
+def grid(method: str) -> list[dict]:
+    if method == "sparsehash":
+        return SPARSEHASH_GRID
+    if method == "sparsehash_dense":  # the ablation: same candidates, no sparsity term
+        return [{**g, "alpha": 0.0} for g in SPARSEHASH_GRID]
+    return BASELINE_GRIDS[method]
+
+
+def fit_method(
+    method: str, train: Split, bits: int, seed: int, params: dict, *, epochs: int | None = None
+) -> Fitted:
+    start = time.perf_counter()
+    if method.startswith("sparsehash"):
+        config = SparseHashConfig(
+            image_dim=train.images.shape[1], text_dim=train.texts.shape[1], bits=bits, **params
+        )
+        result = train_sparsehash(
+            train.images, train.texts, train.labels, config, TrainConfig(seed=seed), epochs=epochs
+        )
+        return Fitted(result.model.encode, False, result.seconds, result.epochs)
+    if method == "float_cca":
+        model = FloatCca(**params).fit(train.images, train.texts)
+        return Fitted(model.embed, True, time.perf_counter() - start)
+    cls = {"srp_lsh": SrpLsh, "cca_itq": CcaItq, "cmssh": CmSsh}[method]
+    kwargs = dict(params, bits=bits)
+    if method != "cmssh":
+        kwargs["seed"] = seed
+    model = cls(**kwargs).fit(train.images, train.texts, train.labels)
+    return Fitted(model.encode, False, time.perf_counter() - start)
+
+
+def score(fitted: Fitted, query: Split, database: Split, bits: int) -> dict[str, HashingReport | float]:
+    """{"i2t": ..., "t2i": ...}: a HashingReport for codes, the mAP for float vectors."""
+    out = {}
+    for direction, (q_mod, q_x, d_mod, d_x) in {
+        "i2t": ("image", query.images, "text", database.texts),
+        "t2i": ("text", query.texts, "image", database.images),
+    }.items():
+        q, d = fitted.encode(q_x, q_mod), fitted.encode(d_x, d_mod)
+        if fitted.is_float:
+            out[direction] = score_map(q @ d.T, relevance(query.labels, database.labels))
+        else:
+            out[direction] = evaluate_codes(q, d, query.labels, database.labels, bits)
+    return out
+
+
+def _map(value: HashingReport | float) -> float:
+    return value if isinstance(value, float) else value.map_all
+
+
+def tune(method: str, train: Split, bits: int, log) -> tuple[dict, int | None]:
+    """Best params (and epochs for SparseHash) by mean validation mAP of both directions."""
+    fit_idx, val_idx = split_validation(len(train.labels), 0.2, seed=0)
+    fit_split, val_split = train.subset(fit_idx), train.subset(val_idx)
+    best = (-1.0, {}, None)
+    for params in grid(method):
+        fitted = fit_method(method, fit_split, bits, 0, params)
+        result = score(fitted, val_split, fit_split, bits)
+        value = (_map(result["i2t"]) + _map(result["t2i"])) / 2
+        log(f"  tune {method} {bits} bits {params}: val mAP {value:.4f}")
+        if value > best[0]:
+            best = (value, params, fitted.epochs)
+    return best[1], best[2]
+
+
+def run_wiki(
+    data: str | Path, out: str | Path, *, bits: list[int], seeds: int, methods=METHODS, log=None
+) -> list[dict]:
+    """Run the whole benchmark; write results.json, results.md and plots to `out`."""
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    train_raw, test_raw = load_wiki(data)
+    (tuned_train,) = lift(train_raw, [], seed=0)
+    all_bits = sorted(set(bits) | {SEED_TABLE_BITS})
+    choices = {(m, b): tune(m, tuned_train, b, log) for m in methods for b in all_bits}
+    runs: dict[tuple[str, int], list[dict]] = {}
+    for seed in range(seeds):
+        train, test = lift(train_raw, [test_raw], seed=seed)
+        for m in methods:
+            for b in all_bits:
+                params, epochs = choices[(m, b)]
+                fitted = fit_method(m, train, b, seed, params, epochs=epochs)
+                result = score(fitted, test, train, b)
+                log(
+                    f"seed {seed} {m} {b} bits: i2t {_map(result['i2t']):.4f} t2i {_map(result['t2i']):.4f}"
+                    f" ({fitted.seconds:.1f}s)"
+                )
+                runs.setdefault((m, b), []).append({"result": result, "seconds": fitted.seconds})
+    records = summarise(runs, choices)
+    write_outputs(records, out, bits)
+    return records
+
+
+def _mean(results: list[HashingReport], field) -> float:
+    return statistics.fmean(field(r) for r in results)
+
+
+def summarise(runs: dict, choices: dict) -> list[dict]:
+    records = []
+    for (method, bits), seed_runs in runs.items():
+        for direction in ("i2t", "t2i"):
+            results = [r["result"][direction] for r in seed_runs]
+            maps = [_map(r) for r in results]
+            record = {
+                "method": method,
+                "bits": bits,
+                "direction": direction,
+                "map_mean": statistics.fmean(maps),
+                "map_std": statistics.pstdev(maps),
+                "train_seconds": statistics.median(r["seconds"] for r in seed_runs),
+                "params": choices[(method, bits)][0],
+                "seeds": len(maps),
+            }
+            if isinstance(results[0], HashingReport):
+                record.update(
+                    precision_r2=_mean(results, lambda r: r.precision_by_radius[2]),
+                    recall_r2=_mean(results, lambda r: r.recall_by_radius[2]),
+                    unique_codes=_mean(results, lambda r: r.unique_codes),
+                    neighbours_r0=_mean(results, lambda r: r.neighbours[0]),
+                    neighbours_r1=_mean(results, lambda r: r.neighbours[1]),
+                    neighbours_r2=_mean(results, lambda r: r.neighbours[2]),
+                    mean_ones=_mean(results, lambda r: r.mean_ones_database),
+                    map_at_50=_mean(results, lambda r: r.map_at_50),
+                    query_ms=_mean(results, lambda r: r.query_ms),
+                    precision_by_radius=np.mean([r.precision_by_radius for r in results], 0).tolist(),
+                    recall_by_radius=np.mean([r.recall_by_radius for r in results], 0).tolist(),
+                )
+            else:
+                record.update(
+                    {
+                        k: None
+                        for k in (
+                            "precision_r2",
+                            "recall_r2",
+                            "unique_codes",
+                            "neighbours_r0",
+                            "neighbours_r1",
+                            "neighbours_r2",
+                        )
+                    }
+                )
+            records.append(record)
+    return records
+
+
+def markdown_tables(records: list[dict], bits: list[int]) -> str:
+    by = {(r["method"], r["bits"], r["direction"]): r for r in records}
+    methods = [m for m in METHODS if any(r["method"] == m for r in records)]
+    lines = []
+    for direction, title in (("i2t", "image → text"), ("t2i", "text → image")):
+        lines += [f"mAP@all, {title} (mean ± std over seeds)", ""]
+        lines += ["| method | " + " | ".join(f"{b} bits" for b in bits) + " |"]
+        lines += ["|---|" + "---|" * len(bits)]
+        for m in methods:
+            cells = [
+                f"{by[(m, b, direction)]['map_mean']:.3f} ± {by[(m, b, direction)]['map_std']:.3f}"
+                for b in bits
+                if (m, b, direction) in by
+            ]
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append("")
+    b = SEED_TABLE_BITS
+    lines += [f"{b} bits, text → image: the seed's table (database = 2,173 image codes)", ""]
+    lines += ["| method | unique codes | r=0 | r=1 | r=2 | precision r≤2 | recall r≤2 | ones/code |"]
+    lines += ["|---|---|---|---|---|---|---|---|"]
+    for m in methods:
+        r = by.get((m, b, "t2i"))
+        if r and r["unique_codes"] is not None:
+            lines.append(
+                f"| {m} | {r['unique_codes']:.0f} | {r['neighbours_r0']:.1f} | {r['neighbours_r1']:.1f} | "
+                f"{r['neighbours_r2']:.1f} | {r['precision_r2']:.3f} | {r['recall_r2']:.4f} | "
+                f"{r['mean_ones']:.1f} |"
+            )
+    lines.append("")
+    train = [r for r in records if r["method"] == "sparsehash" and r["direction"] == "i2t"]
+    for r in sorted(train, key=lambda r: r["bits"]):
+        lines.append(
+            f"- sparsehash {r['bits']} bits: training {r['train_seconds']:.1f} s (median over seeds)"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(records: list[dict], out: Path, bits: list[int]) -> None:
+    (out / "results.json").write_text(json.dumps(records, indent=1))
+    table = markdown_tables(records, bits)
+    (out / "results.md").write_text(table)
+    print(table)
+    plot_curves(records, out)
+
+
+def plot_curves(records: list[dict], out: Path) -> None:
+    """precision–recall over Hamming radius, and recall against radius, at 48 and 128 bits."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for b in sorted({r["bits"] for r in records} & {48, 64, 128}):
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+        for direction, ax in zip(("i2t", "t2i"), axes[:2]):
+            for r in records:
+                if r["bits"] == b and r["direction"] == direction and r.get("recall_by_radius"):
+                    ax.plot(r["recall_by_radius"], r["precision_by_radius"], marker=".", label=r["method"])
+            ax.set(
+                xscale="log",
+                xlabel="recall",
+                ylabel="precision",
+                title=f"{direction}, {b} bits: precision–recall over radius r",
+            )
+            ax.legend(fontsize=8)
+        ax = axes[2]
+        for r in records:
+            if r["bits"] == b and r["direction"] == "t2i" and r.get("recall_by_radius"):
+                ax.plot(range(len(r["recall_by_radius"])), r["recall_by_radius"], label=r["method"])
+        ax.set(
+            yscale="log", xlabel="Hamming radius r", ylabel="recall", title=f"t2i, {b} bits: recall vs radius"
+        )
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / f"curves_{b}bits.png", dpi=110)
+        plt.close(fig)

@@ -1,0 +1,244 @@
+"""Training the coupled SparseHash networks: balanced pair sampling, Adam, early stopping.
+
+Deterministic under a seed (one torch generator drives initialisation, dropout and sampling;
+CPU kernels are deterministic), fast on two cores (the networks are small: a few linear
+layers), and early-stopped on the validation mAP of a split carved out of the training items.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from models.bits import hamming_distances
+from models.sparsehash import SparseHash, SparseHashConfig
+from retrieval.evaluate import hamming_map, relevance
+
+CHECKPOINT_FORMAT = "hashlens-sparsehash-1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing, not ours, or does not match its config."""
+
+
+@dataclass
+class TrainConfig:
+    max_epochs: int = 300  # upper bound on passes over the training items
+    batch_size: int = 256  # anchors per step
+    pairs_per_anchor: int = 4  # similar partners per anchor, and as many dissimilar ones
+    lr: float = 3e-3  # Adam learning rate
+    weight_decay: float = 1e-4  # decoupled weight decay (AdamW)
+    eval_every: int = 5  # epochs between validation checks
+    patience: int = 6  # validation checks without improvement before stopping
+    val_fraction: float = 0.2  # share of the training items held out for early stopping
+    seed: int = 0  # seeds initialisation, dropout, sampling and the validation split
+    threads: int = 2  # torch CPU threads
+
+
+@dataclass
+class TrainResult:
+    model: SparseHash
+    epochs: int  # epochs of the returned weights (best validation epoch when validating)
+    val_map: float | None  # mean of image→text and text→image validation mAP@all
+    seconds: float  # wall time of the whole run
+    history: list[dict] = field(default_factory=list)  # one record per validation check
+
+
+def multi_hot(labels: np.ndarray) -> np.ndarray:
+    """Class indices [n] or multi-hot [n, c] -> float32 multi-hot [n, c]."""
+    labels = np.asarray(labels)
+    if labels.ndim == 1:
+        out = np.zeros((len(labels), int(labels.max()) + 1), np.float32)
+        out[np.arange(len(labels)), labels] = 1
+        return out
+    return labels.astype(np.float32)
+
+
+class PairSampler:
+    """For each anchor, partners that share a label (s=1) and as many that share none (s=0).
+
+    Balanced by construction: every batch holds as many similar as dissimilar pairs, whatever
+    the class sizes. A similar partner is a random member of one of the anchor's labels; a
+    dissimilar one is the first of a few uniform draws that shares no label with the anchor.
+    Anchors without labels get no similar partner; draws that all share a label are dropped.
+    """
+
+    draws = 16  # uniform candidates tried per dissimilar partner
+
+    def __init__(self, labels: np.ndarray, generator: torch.Generator, *, per_anchor: int = 1) -> None:
+        self.labels = torch.as_tensor(multi_hot(labels))
+        self.generator = generator
+        self.per_anchor = per_anchor
+        item, label = np.nonzero(multi_hot(labels))
+        order = np.argsort(label, kind="stable")
+        self.members = torch.as_tensor(item[order])  # items grouped by label
+        counts = np.bincount(label, minlength=self.labels.shape[1])
+        self.count = torch.as_tensor(counts)
+        self.offset = torch.as_tensor(np.concatenate([[0], np.cumsum(counts)[:-1]]))
+
+    def _uniform(self, n: int) -> torch.Tensor:
+        return torch.rand(n, generator=self.generator)
+
+    def pairs(self, anchors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """anchors [b] -> (left [p], right [p], similar [p]) with p <= 2·b·per_anchor."""
+        anchors = anchors.repeat(self.per_anchor)
+        b = len(anchors)
+        anchor_labels = self.labels[anchors]  # [b, c]
+        labelled = anchor_labels.sum(1) > 0
+        # similar: a random label of the anchor, then a random member of that label
+        weights = anchor_labels[labelled]
+        label = torch.multinomial(weights, 1, generator=self.generator)[:, 0]
+        pick = (self._uniform(len(label)) * self.count[label]).long()
+        positive = self.members[self.offset[label] + pick]
+        # dissimilar: the first of several uniform draws that shares no label
+        candidates = (self._uniform(b * self.draws) * len(self.labels)).long().view(b, self.draws)
+        shares = (self.labels[candidates] * anchor_labels[:, None, :]).sum(2) > 0  # [b, draws]
+        ok = ~shares
+        found = ok.any(1)
+        negative = candidates[torch.arange(b), ok.float().argmax(1)][found]
+        left = torch.cat([anchors[labelled], anchors[found]])
+        right = torch.cat([positive, negative])
+        similar = torch.cat([torch.ones(len(positive)), torch.zeros(len(negative))])
+        return left, right, similar
+
+
+def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (fit, validation) of a seeded random split."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(n * fraction))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def validation_map(
+    model: SparseHash,
+    query: tuple[np.ndarray, np.ndarray, np.ndarray],
+    database: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> tuple[float, float]:
+    """(image→text, text→image) mAP@all of validation queries against the fit items."""
+    (qi, qt, ql), (di, dt, dl) = query, database
+    rel = relevance(ql, dl)
+    i2t = hamming_map(hamming_distances(model.encode(qi, "image"), model.encode(dt, "text")), rel)
+    t2i = hamming_map(hamming_distances(model.encode(qt, "text"), model.encode(di, "image")), rel)
+    return i2t, t2i
+
+
+def train_sparsehash(
+    images: np.ndarray,
+    texts: np.ndarray,
+    labels: np.ndarray,
+    model_config: SparseHashConfig,
+    train_config: TrainConfig,
+    *,
+    epochs: int | None = None,
+) -> TrainResult:
+    """Train on paired (image, text, labels) items.
+
+    With epochs=None, a validation split is held out and training stops early on its mAP; the
+    returned model has the best validation weights. With epochs=N, every item is used for
+    exactly N epochs (the way to retrain on all data once N is known).
+    """
+    start = time.perf_counter()
+    torch.set_num_threads(train_config.threads)
+    generator = torch.Generator().manual_seed(train_config.seed)
+    torch.manual_seed(train_config.seed)  # dropout draws from the global generator
+    images = np.asarray(images, np.float32)
+    texts = np.asarray(texts, np.float32)
+    labels = multi_hot(labels)
+
+    if epochs is None:
+        fit, val = split_validation(len(images), train_config.val_fraction, train_config.seed)
+        max_epochs = train_config.max_epochs
+    else:
+        fit, val = np.arange(len(images)), np.arange(0)
+        max_epochs = epochs
+
+    model = SparseHash(model_config)
+    xi, xt = torch.as_tensor(images[fit]), torch.as_tensor(texts[fit])
+    model.image.fit_input(xi)
+    model.text.fit_input(xt)
+    sampler = PairSampler(labels[fit], generator, per_anchor=train_config.pairs_per_anchor)
+    optimiser = torch.optim.AdamW(
+        model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay
+    )
+
+    best_state, best_score, best_epoch, stale = None, -1.0, max_epochs, 0
+    history: list[dict] = []
+    n = len(fit)
+    for epoch in range(1, max_epochs + 1):
+        model.train()
+        for anchors in torch.randperm(n, generator=generator).split(train_config.batch_size):
+            left, right, similar = sampler.pairs(anchors)
+            # encode each item of the step once, then compare codes by index
+            items, index = torch.unique(torch.cat([left, right]), return_inverse=True)
+            left, right = index[: len(left)], index[len(left) :]
+            loss = model.loss(xi[items], xt[items], left, right, similar)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+        if len(val) and (epoch % train_config.eval_every == 0 or epoch == max_epochs):
+            i2t, t2i = validation_map(
+                model, (images[val], texts[val], labels[val]), (images[fit], texts[fit], labels[fit])
+            )
+            score = (i2t + t2i) / 2
+            history.append({"epoch": epoch, "loss": float(loss.detach()), "val_i2t": i2t, "val_t2i": t2i})
+            if score > best_score:
+                best_state, best_score, best_epoch, stale = copy.deepcopy(model.state_dict()), score, epoch, 0
+            else:
+                stale += 1
+                if stale >= train_config.patience:
+                    break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(
+        model=model,
+        epochs=best_epoch if len(val) else max_epochs,
+        val_map=best_score if len(val) else None,
+        seconds=time.perf_counter() - start,
+        history=history,
+    )
+
+
+def save_checkpoint(model: SparseHash, path: str | Path, *, extra: dict | None = None) -> None:
+    """Weights as safetensors; the config (and any extra metadata) as JSON in its header."""
+    metadata = {
+        "format": CHECKPOINT_FORMAT,
+        "config": json.dumps(model.config.to_dict()),
+        "extra": json.dumps(extra or {}),
+    }
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata=metadata)
+
+
+def load_checkpoint(path: str | Path) -> tuple[SparseHash, dict]:
+    """Rebuild a SparseHash from a checkpoint written by save_checkpoint. No pickle involved."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises several types for a damaged header
+        raise CheckpointError(f"{path} is not a readable safetensors checkpoint: {e}") from e
+    if metadata.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a hashlens SparseHash checkpoint")
+    model = SparseHash(SparseHashConfig(**json.loads(metadata["config"])))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path} does not match its own config: {e}") from e
+    model.eval()
+    return model, json.loads(metadata.get("extra", "{}"))
+
+
+def config_summary(model_config: SparseHashConfig, train_config: TrainConfig) -> dict:
+    return {"model": model_config.to_dict(), "train": asdict(train_config)}

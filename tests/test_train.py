@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+import torch
+
+from models.sparsehash import SparseHashConfig
+from retrieval.evaluate import evaluate_codes
+from retrieval.train import (
+    CheckpointError,
+    PairSampler,
+    TrainConfig,
+    load_checkpoint,
+    save_checkpoint,
+    train_sparsehash,
+)
+
+FAST = TrainConfig(max_epochs=20, eval_every=5, batch_size=64, threads=1)
+
+
+def config(images, texts, **kw):
+    return SparseHashConfig(image_dim=images.shape[1], text_dim=texts.shape[1], bits=16, **kw)
+
+
+def test_pair_sampler_is_balanced_and_correct(pairs):
+    _, _, labels = pairs
+    sampler = PairSampler(labels, torch.Generator().manual_seed(0), per_anchor=2)
+    left, right, similar = sampler.pairs(torch.arange(100))
+    assert similar.sum() == (1 - similar).sum() == 200  # as many similar as dissimilar
+    shares = (labels[left.numpy()] * labels[right.numpy()]).sum(1) > 0
+    assert np.array_equal(shares, similar.numpy() == 1)
+
+
+def test_same_seed_gives_same_codes(pairs):
+    images, texts, labels = pairs
+    a = train_sparsehash(images, texts, labels, config(images, texts), FAST).model
+    b = train_sparsehash(images, texts, labels, config(images, texts), FAST).model
+    assert np.array_equal(a.encode(images, "image"), b.encode(images, "image"))
+    assert np.array_equal(a.encode(texts, "text"), b.encode(texts, "text"))
+    c = train_sparsehash(
+        images, texts, labels, config(images, texts), TrainConfig(**{**FAST.__dict__, "seed": 1})
+    ).model
+    assert not np.array_equal(a.encode(images, "image"), c.encode(images, "image"))
+
+
+def test_training_learns_cross_modal_codes(pairs):
+    images, texts, labels = pairs
+    result = train_sparsehash(images, texts, labels, config(images, texts), FAST)
+    model = result.model
+    report = evaluate_codes(model.encode(texts, "text"), model.encode(images, "image"), labels, labels, 16)
+    assert report.map_all > 0.8  # four well-separated clusters: chance is about 0.25
+    assert result.val_map is not None and result.history
+    assert report.mean_ones_database < 8  # sparse: most bits off
+
+
+def test_fixed_epochs_uses_every_item_without_validation(pairs):
+    images, texts, labels = pairs
+    result = train_sparsehash(images, texts, labels, config(images, texts), FAST, epochs=3)
+    assert result.epochs == 3 and result.val_map is None and result.history == []
+
+
+def test_checkpoint_round_trip(tmp_path, pairs):
+    images, texts, labels = pairs
+    model = train_sparsehash(images, texts, labels, config(images, texts), FAST, epochs=2).model
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(model, path, extra={"note": "test"})
+    loaded, extra = load_checkpoint(path)
+    assert extra == {"note": "test"}
+    assert loaded.config == model.config
+    assert np.array_equal(loaded.encode(images, "image"), model.encode(images, "image"))
+    assert np.array_equal(loaded.encode(texts, "text"), model.encode(texts, "text"))
+
+
+def test_checkpoint_errors_are_specific(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(bad)

@@ -1,0 +1,1 @@
+"""Streamlit front end: a thin face over retrieval.library."""
