@@ -26,9 +26,7 @@ class RbfFeatures:
     sigma: float  # RBF width: the mean distance to the anchors times a factor
 
     @classmethod
-    def fit(
-        cls, features: np.ndarray, *, n_anchors: int = 1000, width: float = 0.3, seed: int = 0
-    ) -> RbfFeatures:
+    def fit(cls, features: np.ndarray, *, n_anchors: int = 1000, width: float = 0.3, seed: int = 0) -> RbfFeatures:
         features = np.asarray(features, np.float64)
         mean, scale = features.mean(0), features.std(0)
         scale = np.where(scale > 1e-12, scale, 1.0)

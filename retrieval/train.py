@@ -165,9 +165,7 @@ def train_sparsehash(
     model.image.fit_input(xi)
     model.text.fit_input(xt)
     sampler = PairSampler(labels[fit], generator, per_anchor=train_config.pairs_per_anchor)
-    optimiser = torch.optim.AdamW(
-        model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay
-    )
+    optimiser = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
 
     best_state, best_score, best_epoch, stale = None, -1.0, max_epochs, 0
     history: list[dict] = []

@@ -54,18 +54,14 @@ def test_bench_wiki_writes_results_for_every_method_and_direction(tmp_path):
     for r in records:
         assert FIELDS <= set(r)
         assert r["seeds"] == 2
-    sparse = next(
-        r for r in records if r["method"] == "sparsehash" and r["bits"] == 16 and r["direction"] == "t2i"
-    )
+    sparse = next(r for r in records if r["method"] == "sparsehash" and r["bits"] == 16 and r["direction"] == "t2i")
     assert sparse["map_mean"] > 0.8  # separable clusters
     assert (out / "results.md").read_text().startswith("mAP@all")
     assert (out / "curves_48bits.png").stat().st_size > 0
 
 
 def test_bench_without_data_says_where_to_point_it(tmp_path):
-    result = CliRunner().invoke(
-        main, ["bench", "wiki", "--out", str(tmp_path), "--data", str(tmp_path / "no.mat")]
-    )
+    result = CliRunner().invoke(main, ["bench", "wiki", "--out", str(tmp_path), "--data", str(tmp_path / "no.mat")])
     assert result.exit_code != 0
     assert "--data" in result.output and "Traceback" not in result.output
 

@@ -9,9 +9,7 @@ from models.bits import CodeLengthError, hamming_distances, pack_codes, unpack_c
 
 @given(
     st.integers(1, 16).flatmap(
-        lambda nbytes: arrays(
-            np.uint8, st.tuples(st.integers(0, 20), st.just(8 * nbytes)), elements=st.integers(0, 1)
-        )
+        lambda nbytes: arrays(np.uint8, st.tuples(st.integers(0, 20), st.just(8 * nbytes)), elements=st.integers(0, 1))
     )
 )
 def test_pack_unpack_round_trip(bits):

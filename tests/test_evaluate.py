@@ -30,8 +30,7 @@ def brute_tie_aware_ap(dist, rel):
     """Average AP over every ordering of the tied items."""
     groups = [np.flatnonzero(dist == d) for d in sorted(set(dist))]
     aps = [
-        brute_ap(np.concatenate(perm), rel)
-        for perm in itertools.product(*[itertools.permutations(g) for g in groups])
+        brute_ap(np.concatenate(perm), rel) for perm in itertools.product(*[itertools.permutations(g) for g in groups])
     ]
     return np.mean(aps)
 

@@ -54,9 +54,7 @@ def test_dissimilar_pair_beyond_margin_costs_nothing_from_hinge():
     near = pair_loss(a, b, torch.tensor([0.0]), margin=5.0, lam=2.0, alpha=0.0)
     assert torch.allclose(near, torch.tensor([2.0 * (5.0 - 3.6)]))
     # a similar pair pays its distance
-    assert torch.allclose(
-        pair_loss(a, b, torch.tensor([1.0]), margin=5.0, lam=2.0, alpha=0.0), torch.tensor([3.6])
-    )
+    assert torch.allclose(pair_loss(a, b, torch.tensor([1.0]), margin=5.0, lam=2.0, alpha=0.0), torch.tensor([3.6]))
 
 
 def test_gradients_reach_every_parameter():
