@@ -31,7 +31,7 @@ class CheckpointError(ValueError):
 
 @dataclass
 class TrainConfig:
-    max_epochs: int = 300  # upper bound on passes over the training items
+    max_epochs: int = 200  # upper bound on passes over the training items
     batch_size: int = 256  # anchors per step
     pairs_per_anchor: int = 4  # similar partners per anchor, and as many dissimilar ones
     lr: float = 3e-3  # Adam learning rate
