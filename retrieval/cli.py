@@ -7,15 +7,100 @@ import sys
 
 import click
 
-from retrieval.bench import METHODS, BenchError, run_wiki
+from retrieval.config import ENCODERS, Settings
+
+# Heavy modules (torch, faiss, scipy) are imported inside the commands: the CLI starts fast,
+# and decoding worker processes (spawned, so they re-import this module) stay light.
+METHODS = ("sparsehash", "sparsehash_dense", "srp_lsh", "cmssh", "cca_itq", "float_cca")
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Library errors that become one clear line (click.ClickException) instead of a traceback."""
+    from models.clip import WeightsUnavailable
+    from retrieval.bench import BenchError
+    from retrieval.ingest import IngestError
+    from retrieval.store import StoreError
+
+    return (WeightsUnavailable, StoreError, BenchError, IngestError, ValueError, OSError)
+
 
 DEFAULT_WIKI = "../shared/datasets/wiki/wikiData.mat"
 
 
 @click.group()
 @click.version_option(package_name="hashlens")
-def main() -> None:
+@click.option("--home", type=click.Path(file_okay=False), help="Library folder [env HASHLENS_HOME].")
+@click.option("--encoder", type=click.Choice(ENCODERS), help="Photo/text encoder [env HASHLENS_ENCODER].")
+@click.option(
+    "--weights", help="CLIP weights: pretrained tag, checkpoint FILE or local-dir:FOLDER [env HASHLENS_WEIGHTS]."
+)
+@click.pass_context
+def main(ctx: click.Context, home, encoder, weights) -> None:
     """hashlens: find photos by tags, and tags for photos."""
+    ctx.obj = {"home": home, "encoder": encoder, "weights": weights}
+
+
+def open_library(ctx: click.Context, **overrides):
+    from retrieval.library import Library
+
+    try:
+        return Library(Settings.resolve(**ctx.obj, **overrides))
+    except user_errors() as e:
+        raise click.ClickException(str(e)) from e
+
+
+@main.command("index")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--tags", "tags_file", type=click.Path(), help="Sidecar tags file: CSV path,tags or JSON {path: [tags]}.")
+@click.option("--workers", type=click.IntRange(0), help="Decoding processes (0: decode in this process).")
+@click.option("--max-megapixels", type=float, default=100.0, show_default=True, help="Refuse larger images.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+def index_command(ctx, paths, tags_file, workers, max_megapixels, as_json) -> None:
+    """Index the photos under PATHS: new and changed ones embedded, moved ones recognised, deleted ones removed."""
+    from retrieval.ingest import index_paths
+
+    library = open_library(ctx, max_megapixels=max_megapixels)
+    try:
+        summary = index_paths(library, list(paths), tags_file=tags_file, workers=workers)
+    except user_errors() as e:
+        raise click.ClickException(str(e)) from e
+    except KeyboardInterrupt:
+        raise click.ClickException("interrupted: what was committed is kept; run the same command to resume") from None
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=1))
+    else:
+        click.echo(
+            f"added {summary.added}, updated {summary.updated}, moved {summary.moved}, removed {summary.removed}, "
+            f"failed {summary.failed}, unchanged {summary.skipped} in {summary.elapsed:.1f} s"
+        )
+        for f in summary.failures[:20]:
+            click.echo(f"  failed: {f['path']}: {f['reason']}", err=True)
+        if len(summary.failures) > 20:
+            click.echo(f"  ... and {len(summary.failures) - 20} more (hashlens stats lists them all)", err=True)
+    if summary.needs_model:
+        click.echo("No hash model yet, so photos are embedded but not searchable: run `hashlens train`.", err=True)
+
+
+@main.command("stats")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+def stats_command(ctx, as_json) -> None:
+    """Photos, formats, failures with reasons, tags, index size."""
+    library = open_library(ctx)
+    try:
+        stats = library.stats()
+    except user_errors() as e:
+        raise click.ClickException(str(e)) from e
+    if as_json:
+        click.echo(json.dumps(stats, indent=1))
+        return
+    click.echo(f"photos: {stats['photos']}  tags: {stats['tags']}  encoder: {stats['encoder']}")
+    click.echo("formats: " + (", ".join(f"{k} {v}" for k, v in sorted(stats["formats"].items())) or "none"))
+    click.echo(f"index: {stats['index_bytes']} bytes, {stats['bytes_per_photo']:.1f} bytes per photo")
+    click.echo(f"failed: {len(stats['failed'])}")
+    for f in stats["failed"]:
+        click.echo(f"  {f['path']}: {f['reason']}")
 
 
 @main.group()
@@ -42,9 +127,11 @@ def bench_wiki(out_dir, data, bits, seeds, methods, as_json) -> None:
     for b in bits:
         if b <= 0 or b % 8:
             raise click.BadParameter(f"code lengths must be positive multiples of 8, got {b}")
+    from retrieval.bench import run_wiki
+
     try:
         records = run_wiki(data, out_dir, bits=sorted(set(bits)), seeds=seeds, methods=methods)
-    except BenchError as e:
+    except user_errors() as e:
         raise click.ClickException(str(e)) from e
     if as_json:
         json.dump(records, sys.stdout, indent=1)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import copy
 import json
+import struct
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import safetensors.torch
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from models.bits import hamming_distances
 from models.sparsehash import SparseHash, SparseHashConfig
@@ -205,7 +205,7 @@ def train_sparsehash(
     )
 
 
-def save_checkpoint(model: SparseHash, path: str | Path, *, extra: dict | None = None) -> None:
+def model_to_bytes(model: SparseHash, *, extra: dict | None = None) -> bytes:
     """Weights as safetensors; the config (and any extra metadata) as JSON in its header."""
     metadata = {
         "format": CHECKPOINT_FORMAT,
@@ -213,29 +213,37 @@ def save_checkpoint(model: SparseHash, path: str | Path, *, extra: dict | None =
         "extra": json.dumps(extra or {}),
     }
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata=metadata)
+    return safetensors.torch.save(state, metadata=metadata)
 
 
-def load_checkpoint(path: str | Path) -> tuple[SparseHash, dict]:
-    """Rebuild a SparseHash from a checkpoint written by save_checkpoint. No pickle involved."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
+def model_from_bytes(blob: bytes, *, origin: str = "checkpoint") -> tuple[SparseHash, dict]:
+    """Rebuild a SparseHash written by model_to_bytes. No pickle involved."""
     try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors raises several types for a damaged header
-        raise CheckpointError(f"{path} is not a readable safetensors checkpoint: {e}") from e
+        header_len = struct.unpack("<Q", blob[:8])[0]
+        metadata = json.loads(blob[8 : 8 + header_len]).get("__metadata__", {})
+        state = safetensors.torch.load(blob)
+    except Exception as e:  # struct.error, JSON errors, safetensors errors on a damaged blob
+        raise CheckpointError(f"{origin} is not a readable safetensors checkpoint: {e}") from e
     if metadata.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a hashlens SparseHash checkpoint")
+        raise CheckpointError(f"{origin} is not a hashlens SparseHash checkpoint")
     model = SparseHash(SparseHashConfig(**json.loads(metadata["config"])))
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise CheckpointError(f"{path} does not match its own config: {e}") from e
+        raise CheckpointError(f"{origin} does not match its own config: {e}") from e
     model.eval()
     return model, json.loads(metadata.get("extra", "{}"))
+
+
+def save_checkpoint(model: SparseHash, path: str | Path, *, extra: dict | None = None) -> None:
+    Path(path).write_bytes(model_to_bytes(model, extra=extra))
+
+
+def load_checkpoint(path: str | Path) -> tuple[SparseHash, dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    return model_from_bytes(path.read_bytes(), origin=str(path))
 
 
 def config_summary(model_config: SparseHashConfig, train_config: TrainConfig) -> dict:

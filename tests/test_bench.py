@@ -77,3 +77,9 @@ def test_bits_option_takes_several_values():
         "--seeds",
         "2",
     ]
+
+
+def test_cli_lists_the_same_methods_as_the_bench():
+    from retrieval import bench, cli
+
+    assert cli.METHODS == bench.METHODS

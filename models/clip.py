@@ -1,0 +1,148 @@
+"""Image and text encoders: open_clip (real or random weights) and a deterministic fake for tests.
+
+Every encoder returns L2-normalised float32 embeddings, [n, dim], images and texts in one space.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+class WeightsUnavailable(RuntimeError):
+    """CLIP weights could not be loaded (offline, no checkpoint); the message says how to fix it."""
+
+
+class Encoder(Protocol):
+    name: str  # identifies the embedding space (embeddings of different names never mix)
+    dim: int  # embedding dimension
+    image_size: int  # side of the square the image tower sees; decoding aims just above it
+    is_demo: bool  # True when results are meaningless (random weights): shown loudly
+
+    def encode_images(self, images: list[Image.Image]) -> np.ndarray: ...
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray: ...
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+class OpenClipEncoder:
+    """open_clip model. weights: a pretrained tag, a checkpoint file, `local-dir:FOLDER`, or None
+    for random weights (development only: is_demo is then True)."""
+
+    def __init__(
+        self,
+        model: str = "ViT-B-32",
+        weights: str | None = "datacomp_xl_s13b_b90k",
+        *,
+        batch_size: int = 32,
+        threads: int | None = None,
+    ) -> None:
+        import open_clip
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.batch_size = batch_size
+        self.is_demo = weights is None
+        try:
+            if weights and weights.startswith("local-dir:"):
+                # an open_clip model folder (open_clip_config.json + weights): it names its own model
+                folder = Path(weights.removeprefix("local-dir:")).expanduser()
+                if not folder.is_dir():
+                    raise FileNotFoundError(f"no folder {folder}")
+                self.model, _, self.preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}")
+                self.tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
+            else:
+                if weights and Path(weights).expanduser().suffix in {".pt", ".bin", ".safetensors", ".pth"}:
+                    if not Path(weights).expanduser().is_file():
+                        raise FileNotFoundError(f"no checkpoint file {weights}")
+                    weights = str(Path(weights).expanduser())
+                self.model, _, self.preprocess = open_clip.create_model_and_transforms(model, pretrained=weights)
+                self.tokenizer = open_clip.get_tokenizer(model)
+        except Exception as e:  # open_clip raises RuntimeError/OSError/HF errors when offline
+            raise WeightsUnavailable(
+                f"cannot load CLIP {model} weights {weights!r} ({type(e).__name__}: {e}). "
+                "Point --weights (or HASHLENS_WEIGHTS) at a local checkpoint file or local-dir:FOLDER, "
+                "or use --encoder random for a demo without real weights."
+            ) from e
+        self.model.eval()
+        self.name = encoder_name("openclip" if weights else "random", model, weights)
+        self.dim = int(self.model.text_projection.shape[1]) if hasattr(self.model, "text_projection") else 512
+        size = getattr(self.model.visual, "image_size", 224)
+        self.image_size = int(size[0] if isinstance(size, tuple | list) else size)
+
+    @torch.inference_mode()
+    def encode_images(self, images: list[Image.Image]) -> np.ndarray:
+        out = []
+        for i in range(0, len(images), self.batch_size):
+            batch = torch.stack([self.preprocess(im) for im in images[i : i + self.batch_size]])
+            out.append(self.model.encode_image(batch).float().numpy())
+        return _normalise(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        out = []
+        for i in range(0, len(texts), self.batch_size):
+            tokens = self.tokenizer(texts[i : i + self.batch_size])
+            out.append(self.model.encode_text(tokens).float().numpy())
+        return _normalise(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
+
+
+class FakeEncoder:
+    """Deterministic and instant, for tests. An image's embedding is a fixed random projection of
+    its 8×8 colour thumbnail; a text's is the sum of fixed random vectors of its words. Similar
+    pictures get similar embeddings; images and texts are not aligned unless a test aligns them."""
+
+    name = "fake:64"
+    dim = 64
+    image_size = 32
+    is_demo = True
+
+    def __init__(self) -> None:
+        self._projection = np.random.default_rng(1234).standard_normal((8 * 8 * 3, self.dim)).astype(np.float32)
+
+    def encode_images(self, images: list[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        pixels = np.stack(
+            [np.asarray(im.convert("RGB").resize((8, 8), Image.BILINEAR), np.float32).ravel() / 255 for im in images]
+        )
+        return _normalise((pixels - 0.5) @ self._projection)
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        rows = []
+        for text in texts:
+            v = np.zeros(self.dim, np.float32)
+            for word in text.lower().replace(",", " ").split():
+                seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "little")
+                v += np.random.default_rng(seed).standard_normal(self.dim).astype(np.float32)
+            rows.append(v if v.any() else np.ones(self.dim, np.float32))
+        return _normalise(np.stack(rows)) if rows else np.zeros((0, self.dim), np.float32)
+
+
+def encoder_name(kind: str, model: str, weights: str | None) -> str:
+    """The name of an encoder's embedding space, known without loading it."""
+    if kind == "fake":
+        return FakeEncoder.name
+    if kind == "random" or not weights:
+        return f"openclip:{model}:random"
+    return f"openclip:{model}:{Path(weights.removeprefix('local-dir:')).name}"
+
+
+def make_encoder(kind: str, *, model: str, weights: str | None, batch_size: int = 32) -> Encoder:
+    """The one factory: `openclip` (real weights), `random` (open_clip, random weights), `fake`."""
+    if kind == "fake":
+        return FakeEncoder()
+    threads = max(1, (os.cpu_count() or 2))
+    if kind == "random":
+        return OpenClipEncoder(model, None, batch_size=batch_size, threads=threads)
+    return OpenClipEncoder(model, weights, batch_size=batch_size, threads=threads)

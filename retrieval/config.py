@@ -1,0 +1,65 @@
+"""Where the library lives and which encoder it uses: defaults, environment variables, options.
+
+Nothing here touches the disk or loads a model on import.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV_HOME = "HASHLENS_HOME"  # library folder
+ENV_ENCODER = "HASHLENS_ENCODER"  # openclip | random | fake
+ENV_WEIGHTS = "HASHLENS_WEIGHTS"  # pretrained tag, checkpoint file or local-dir:FOLDER
+ENCODERS = ("openclip", "random", "fake")
+DEFAULT_MODEL = "ViT-B-32"
+DEFAULT_WEIGHTS = "datacomp_xl_s13b_b90k"
+
+
+def user_data_dir() -> Path:
+    """The platform's per-user data folder for hashlens."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
+    return base / "hashlens"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    home: Path  # library folder: database, FAISS index, thumbnails
+    encoder: str = "openclip"  # which image/text encoder embeds photos and tags
+    model: str = DEFAULT_MODEL  # open_clip architecture
+    weights: str = DEFAULT_WEIGHTS  # pretrained tag, checkpoint file, or local-dir:FOLDER
+    batch_size: int = 32  # photos per encoder call
+    workers: int | None = None  # decoding processes (None: one per core)
+    max_megapixels: float = 100.0  # larger images are refused (decompression-bomb guard)
+
+    @classmethod
+    def resolve(
+        cls,
+        *,
+        home: str | Path | None = None,
+        encoder: str | None = None,
+        weights: str | None = None,
+        **overrides,
+    ) -> Settings:
+        """Explicit options first, then environment variables, then defaults."""
+        home = Path(home or os.environ.get(ENV_HOME) or user_data_dir()).expanduser()
+        encoder = encoder or os.environ.get(ENV_ENCODER) or "openclip"
+        if encoder not in ENCODERS:
+            raise ValueError(f"unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
+        weights = weights or os.environ.get(ENV_WEIGHTS) or DEFAULT_WEIGHTS
+        return cls(home=home, encoder=encoder, weights=weights, **overrides)
+
+    @property
+    def database_path(self) -> Path:
+        return self.home / "library.db"
+
+    @property
+    def index_path(self) -> Path:
+        return self.home / "codes.faiss"

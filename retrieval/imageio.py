@@ -1,0 +1,168 @@
+"""Safe photo decoding: one bad file raises ImageDecodeError with a reason, never anything else.
+
+Big JPEGs are decoded near model size with draft mode (the DCT scales by 1/2, 1/4 or 1/8 for
+free), EXIF orientation is applied, and a pixel limit refuses decompression bombs before any
+pixel is decoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from xml.etree import ElementTree
+
+from PIL import Image, ImageOps, IptcImagePlugin, UnidentifiedImageError
+
+EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp", ".heic", ".heif"}
+EXIF_DATETIME_ORIGINAL = 0x9003
+EXIF_IFD = 0x8769
+HASH_HEAD, HASH_TAIL = 1 << 20, 1 << 10
+
+try:  # HEIC/HEIF through the optional extra
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+except ImportError:  # pragma: no cover - depends on the extra
+    pass
+
+
+class ImageDecodeError(ValueError):
+    """A file that cannot be turned into pixels; str() is the reason shown to the user."""
+
+
+@dataclass
+class DecodedImage:
+    image: Image.Image  # RGB, upright, shorter side about `target` pixels
+    width: int  # original width, after EXIF rotation
+    height: int  # original height, after EXIF rotation
+    format: str  # JPEG, PNG, ...
+    taken_at: str | None  # EXIF DateTimeOriginal as ISO 8601, when present
+    xmp_keywords: list[str]  # XMP dc:subject keywords embedded in the file
+    iptc_keywords: list[str]  # IPTC keywords embedded in the file
+
+
+def content_hash(path: str | Path, size: int | None = None) -> str:
+    """Identity of a file's content that survives renames: size + first 1 MiB + last 1 KiB."""
+    size = os.path.getsize(path) if size is None else size
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(HASH_HEAD))
+        if size > HASH_HEAD:
+            f.seek(max(size - HASH_TAIL, HASH_HEAD))
+            h.update(f.read())
+    return h.hexdigest()
+
+
+def _taken_at(img: Image.Image) -> str | None:
+    try:
+        value = img.getexif().get_ifd(EXIF_IFD).get(EXIF_DATETIME_ORIGINAL)
+        return datetime.strptime(str(value).strip("\x00 "), "%Y:%m:%d %H:%M:%S").isoformat() if value else None
+    except (ValueError, TypeError, KeyError, OSError):
+        return None
+
+
+def _xmp_subjects(xmp: bytes | str | None) -> list[str]:
+    """dc:subject keywords of an XMP packet (what digiKam, Lightroom and darktable write)."""
+    if not xmp:
+        return []
+    text = xmp.decode("utf-8", "replace") if isinstance(xmp, bytes) else xmp
+    start, end = text.find("<x:xmpmeta"), text.find("</x:xmpmeta>")
+    if start < 0 or end < 0:
+        return []
+    try:
+        root = ElementTree.fromstring(text[start : end + len("</x:xmpmeta>")])
+    except ElementTree.ParseError:
+        return []
+    dc, rdf = "{http://purl.org/dc/elements/1.1/}", "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}"
+    return [li.text.strip() for subject in root.iter(f"{dc}subject") for li in subject.iter(f"{rdf}li") if li.text]
+
+
+def _iptc_keywords(img: Image.Image) -> list[str]:
+    try:
+        info = IptcImagePlugin.getiptcinfo(img) or {}
+    except (SyntaxError, ValueError, IndexError, TypeError, OSError):
+        return []
+    values = info.get((2, 25), [])
+    values = values if isinstance(values, list) else [values]
+    return [v.decode("utf-8", "replace").strip() for v in values if v]
+
+
+def embedded_keywords(img: Image.Image) -> tuple[list[str], list[str]]:
+    """(XMP dc:subject, IPTC keywords) embedded in an opened image."""
+    xmp = img.info.get("xmp") or img.info.get("XML:com.adobe.xmp")
+    return _xmp_subjects(xmp), _iptc_keywords(img)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any mode to 8-bit RGB; transparency composited on white, 16-bit scaled, CMYK converted."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        img = img.point(lambda v: v * (1 / 256)).convert("L") if img.mode != "I" else img.convert("L")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGB", img.size, (255, 255, 255))
+        background.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
+        return background
+    return img.convert("RGB")
+
+
+def decode_image(path: str | Path, *, target: int = 224, max_pixels: int = 100_000_000) -> DecodedImage:
+    """Decode a photo for the encoder: upright RGB with its shorter side near `target`."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            if width * height > max_pixels:
+                raise ImageDecodeError(
+                    f"image is {width}×{height} ({width * height / 1e6:.0f} megapixels), above the limit "
+                    f"of {max_pixels / 1e6:.0f}; raise it with --max-megapixels"
+                )
+            fmt = img.format or "unknown"
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)  # animations and multi-page files: the first frame
+            xmp_keywords, iptc_keywords = embedded_keywords(img)
+            taken_at = _taken_at(img)
+            orientation = img.getexif().get(0x0112, 1)
+            if fmt == "JPEG":
+                img.draft("RGB", (target, target))  # scale the decode down while keeping >= target
+            img.load()
+            img = ImageOps.exif_transpose(img) or img
+            if orientation in (5, 6, 7, 8):
+                width, height = height, width
+            img = _to_rgb(img)
+            scale = target / min(img.size)
+            if scale < 1:
+                size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+                img = img.resize(size, Image.BICUBIC, reducing_gap=2.0)
+    except ImageDecodeError:
+        raise
+    except FileNotFoundError as e:
+        raise ImageDecodeError("file not found") from e
+    except PermissionError as e:
+        raise ImageDecodeError("permission denied") from e
+    except UnidentifiedImageError as e:
+        raise ImageDecodeError("not an image (unknown or damaged format)") from e
+    except Image.DecompressionBombError as e:
+        raise ImageDecodeError(f"decompression bomb refused: {e}") from e
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as e:
+        raise ImageDecodeError(f"damaged image: {e}") from e
+    return DecodedImage(img, width, height, fmt, taken_at, xmp_keywords, iptc_keywords)
+
+
+# decode_image applies its own, configurable pixel limit before decoding anything.
+Image.MAX_IMAGE_PIXELS = None
+
+
+def decode_job(path: str, target: int, max_pixels: int) -> tuple[DecodedImage | None, str | None, str | None]:
+    """Worker-process entry point: (decoded or None, error reason or None, content hash or None)."""
+    try:
+        digest = content_hash(path)
+    except OSError as e:
+        return None, f"cannot read: {e.strerror or e}", None
+    try:
+        return decode_image(path, target=target, max_pixels=max_pixels), None, digest
+    except ImageDecodeError as e:
+        return None, str(e), digest

@@ -1,0 +1,306 @@
+"""Indexing photo folders: scan, skip what is unchanged, recognise moves, decode in parallel,
+embed, hash, commit in batches, remove what is gone.
+
+Crash safety: every batch (photos, embeddings, codes, tags) is one SQLite transaction, and the
+FAISS index is checked against SQLite when opened, so a run killed at any moment resumes where
+it stopped: committed photos are unchanged files on the next run, the rest is simply redone.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from retrieval.imageio import EXTENSIONS, DecodedImage, content_hash, decode_job
+from retrieval.library import Library
+from retrieval.store import NewImage
+
+
+class IngestError(RuntimeError):
+    """The run cannot start (a path that does not exist, an unreadable tags file)."""
+
+
+@dataclass
+class IngestSummary:
+    added: int = 0
+    updated: int = 0
+    moved: int = 0
+    removed: int = 0
+    failed: int = 0
+    skipped: int = 0  # unchanged since the last run
+    embedded: int = 0  # photos that went through the encoder
+    elapsed: float = 0.0
+    failures: list[dict] = field(default_factory=list)  # {"path", "reason"} of this run
+    needs_model: bool = False  # photos were embedded but there is no hash model to code them
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def path_key(path: str) -> str:
+    """The path as stored: file names that are not valid UTF-8 keep their bytes as \\x escapes."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def scan(roots: list[Path]) -> tuple[dict[str, tuple[str, int, float]], dict[str, str]]:
+    """Photos under `roots`: ({key: (real path, size, mtime)}, {key: problem})."""
+    found: dict[str, tuple[str, int, float]] = {}
+    problems: dict[str, str] = {}
+
+    def consider(path: str) -> None:
+        if Path(path).suffix.lower() not in EXTENSIONS:
+            return
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            problems[path_key(path)] = "symbolic link loop" if e.errno == 40 else f"cannot read: {e.strerror}"
+            return
+        if os.path.isfile(path):
+            found[path_key(path)] = (path, st.st_size, st.st_mtime)
+
+    def walk_error(e: OSError) -> None:
+        problems[path_key(e.filename)] = f"cannot read folder: {e.strerror}"
+
+    for root in roots:
+        if root.is_file():
+            consider(str(root))
+            continue
+        for folder, dirs, files in os.walk(root, onerror=walk_error, followlinks=False):
+            dirs.sort()
+            for name in sorted(files):
+                consider(os.path.join(folder, name))
+    return found, problems
+
+
+def read_sidecar(path: str | Path) -> dict[str, list[str]]:
+    """Tags file: CSV with columns path,tags (tags separated by ';' or ',') or JSON {path: [tags]}.
+
+    Relative paths are relative to the tags file's folder.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise IngestError(f"cannot read tags file {path}: {e}") from e
+    base = path.resolve().parent
+    entries: dict[str, list[str]] = {}
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise IngestError(f"tags file {path} is not valid JSON: {e}") from e
+        if not isinstance(data, dict):
+            raise IngestError(f"tags file {path} must map paths to lists of tags")
+        items = [(k, v if isinstance(v, list) else str(v).replace(";", ",").split(",")) for k, v in data.items()]
+    else:
+        rows = list(csv.DictReader(text.splitlines()))
+        if rows and not {"path", "tags"} <= set(rows[0]):
+            raise IngestError(f"tags file {path} needs a header line 'path,tags'")
+        items = [(r["path"], (r["tags"] or "").replace(";", ",").split(",")) for r in rows]
+    for name, tags in items:
+        entries[str((base / name).resolve())] = [t.strip() for t in tags if str(t).strip()]
+    return entries
+
+
+def _decoded_stream(
+    jobs: list[str], *, workers: int, target: int, max_pixels: int
+) -> Iterator[tuple[str, tuple[DecodedImage | None, str | None, str | None]]]:
+    """Decode in worker processes, in order, with a bounded number of photos in flight."""
+    if workers <= 0:
+        for path in jobs:
+            yield path, decode_job(path, target, max_pixels)
+        return
+    window = workers * 8
+    context = multiprocessing.get_context("spawn")  # fork would copy torch's threads into the workers
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        pending = []
+        for path in jobs:
+            pending.append((path, pool.submit(decode_job, path, target, max_pixels)))
+            if len(pending) >= window:
+                p, fut = pending.pop(0)
+                yield p, fut.result()
+        for p, fut in pending:
+            yield p, fut.result()
+
+
+def index_paths(
+    library: Library,
+    paths: list[str | Path],
+    *,
+    tags_file: str | Path | None = None,
+    batch_size: int = 64,
+    workers: int | None = None,
+    progress: bool = True,
+) -> IngestSummary:
+    """Bring the library up to date with the photos under `paths`."""
+    start = time.perf_counter()
+    roots = []
+    for p in paths:
+        root = Path(p).expanduser().resolve()
+        if not root.exists():
+            raise IngestError(f"no such file or folder: {p}")
+        roots.append(root)
+    sidecar = read_sidecar(tags_file) if tags_file else {}
+    store, summary = library.store, IngestSummary()
+    run_id = store.start_run([str(r) for r in roots])
+
+    found, problems = scan(roots)
+    known = store.images_under(str(r) for r in roots)
+    todo = [
+        k
+        for k, (_, size, mtime) in found.items()
+        if k not in known or (known[k]["size"], known[k]["mtime"]) != (size, mtime)
+    ]
+    summary.skipped = len(found) - len(todo)
+    missing = {k: rec for k, rec in known.items() if k not in found and k not in problems}
+
+    # Moves: a new path whose content hash equals that of a vanished photo keeps its embedding.
+    if missing:
+        by_hash = {rec["content_hash"]: rec for rec in missing.values() if rec["status"] == "ok"}
+        for key in [k for k in todo if k not in known]:
+            real, size, mtime = found[key]
+            try:
+                digest = content_hash(real, size)
+            except OSError:
+                continue
+            rec = by_hash.pop(digest, None)
+            if rec is not None:
+                with store.transaction():
+                    store.move_image(rec["id"], key, size, mtime)
+                del missing[rec["path"]]
+                todo.remove(key)
+                summary.moved += 1
+    if missing:
+        gone = [rec["id"] for rec in missing.values()]
+        with store.transaction():
+            store.remove_images(gone)
+        if library.index is not None:
+            library.index.remove(np.array(gone))
+        summary.removed = len(gone)
+
+    for key, reason in problems.items():  # unreadable entries found by the scan
+        _record_failure(library, key, 0, 0.0, reason, summary, known)
+
+    current = library.hash_model()
+    summary.needs_model = current is None and bool(todo)
+    workers = min(4, os.cpu_count() or 1) if workers is None else workers
+    target = library.encoder.image_size if todo else 224
+    stream = _decoded_stream(
+        [found[k][0] for k in todo],
+        workers=workers,
+        target=target,
+        max_pixels=int(library.settings.max_megapixels * 1e6),
+    )
+    bar = tqdm(total=len(todo), unit="photo", disable=not progress or not todo, desc="indexing")
+    batch: list[tuple[str, DecodedImage, str]] = []
+    try:
+        for key, (_real, (decoded, error, digest)) in zip(todo, stream):
+            _, size, mtime = found[key]
+            if decoded is None:
+                _record_failure(library, key, size, mtime, error, summary, known, digest)
+            else:
+                batch.append((key, decoded, digest))
+            if len(batch) >= batch_size:
+                _commit_batch(library, batch, found, known, sidecar, current, summary)
+                batch = []
+            bar.update(1)
+            bar.set_postfix_str(f"failed {summary.failed}")
+        _commit_batch(library, batch, found, known, sidecar, current, summary)
+        _apply_sidecar(library, sidecar)
+        library.save_index()
+        status = "done"
+    except BaseException:
+        status = "interrupted"
+        raise
+    finally:
+        bar.close()
+        summary.elapsed = time.perf_counter() - start
+        counts = {k: getattr(summary, k) for k in ("added", "updated", "moved", "removed", "failed", "skipped")}
+        store.finish_run(run_id, status, counts)
+    return summary
+
+
+def _record_failure(library, key, size, mtime, reason, summary, known, digest=None) -> None:
+    record: NewImage = {
+        "path": key,
+        "size": size,
+        "mtime": mtime,
+        "content_hash": digest,
+        "width": None,
+        "height": None,
+        "taken_at": None,
+        "format": None,
+        "status": "failed",
+        "error": reason,
+    }
+    with library.store.transaction():
+        image_id = library.store.upsert_image(record)
+        library.store.remove_images_data([image_id])
+    if library.index is not None:
+        library.index.remove(np.array([image_id]))
+    summary.failed += 1
+    summary.failures.append({"path": key, "reason": reason})
+
+
+def _commit_batch(library, batch, found, known, sidecar, current, summary) -> None:
+    if not batch:
+        return
+    vectors = library.encoder.encode_images([d.image for _, d, _ in batch])  # [b, dim]
+    codes = current[1].encode(vectors, "image") if current else None
+    store, ids = library.store, []
+    with store.transaction():
+        for (key, decoded, digest), vector in zip(batch, vectors):
+            _, size, mtime = found[key]
+            image_id = store.upsert_image(
+                {
+                    "path": key,
+                    "size": size,
+                    "mtime": mtime,
+                    "content_hash": digest,
+                    "width": decoded.width,
+                    "height": decoded.height,
+                    "taken_at": decoded.taken_at,
+                    "format": decoded.format,
+                    "status": "ok",
+                    "error": None,
+                }
+            )
+            store.put_embedding(image_id, library.encoder.name, vector)
+            if decoded.xmp_keywords:
+                store.set_tags(image_id, decoded.xmp_keywords, "xmp")
+            if decoded.iptc_keywords:
+                store.set_tags(image_id, decoded.iptc_keywords, "iptc")
+            ids.append(image_id)
+            if key in known:
+                summary.updated += 1
+            else:
+                summary.added += 1
+        if codes is not None:
+            store.put_codes(current[0], ids, codes)
+    if codes is not None:
+        library.index.add(np.array(ids), codes)
+    summary.embedded += len(batch)
+
+
+def _apply_sidecar(library, sidecar: dict[str, list[str]]) -> None:
+    if not sidecar:
+        return
+    with library.store.transaction():
+        for path, tags in sidecar.items():
+            rec = library.store.image_by_path(path_key(path))
+            if rec is not None:
+                library.store.set_tags(rec["id"], tags, "sidecar")

@@ -1,0 +1,129 @@
+"""The one door to a photo library: the store, the code index, the encoder and the hash model.
+
+Opening a Library is cheap: the encoder (a CLIP model) loads on first use, and the index opens
+(or is rebuilt from SQLite) on first use, so `hashlens stats` never loads a model.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from models.clip import Encoder, encoder_name, make_encoder
+from models.sparsehash import SparseHash
+from retrieval.config import Settings
+from retrieval.index import CodeIndex
+from retrieval.store import Store
+from retrieval.train import model_from_bytes, model_to_bytes
+
+
+class NoHashModel(RuntimeError):
+    """The library has no hash model for its encoder yet."""
+
+
+class Library:
+    def __init__(self, settings: Settings, *, encoder: Encoder | None = None) -> None:
+        self.settings = settings
+        self.store = Store(settings.database_path)
+        self._encoder = encoder
+        self._index: CodeIndex | None = None
+        self._model: tuple[int, SparseHash] | None = None
+
+    @classmethod
+    def open(cls, home: str | Path | None = None, **options) -> Library:
+        return cls(Settings.resolve(home=home, **options))
+
+    # --- components, loaded on demand ------------------------------------------------------
+
+    @property
+    def encoder_name(self) -> str:
+        if self._encoder is not None:
+            return self._encoder.name
+        s = self.settings
+        return encoder_name(s.encoder, s.model, s.weights)
+
+    @property
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            s = self.settings
+            self._encoder = make_encoder(s.encoder, model=s.model, weights=s.weights, batch_size=s.batch_size)
+        return self._encoder
+
+    def hash_model(self) -> tuple[int, SparseHash] | None:
+        """(model id, model) of the newest hash model for this library's encoder, or None."""
+        row = self.store.current_model(self.encoder_name)
+        if row is None:
+            return None
+        if self._model is None or self._model[0] != row["id"]:
+            model, _ = model_from_bytes(row["weights"], origin=f"hash model {row['id']}")
+            self._model = (row["id"], model)
+        return self._model
+
+    @property
+    def index(self) -> CodeIndex | None:
+        """The code index of the current hash model, checked against SQLite (None: no model)."""
+        current = self.hash_model()
+        if current is None:
+            return None
+        model_id, model = current
+        if self._index is None or self._index.model_id != model_id:
+            ids, codes = self.store.codes(model_id)
+            self._index, _ = CodeIndex.open(
+                self.settings.index_path, bits=model.config.bits, model_id=model_id, ids=ids, codes=codes
+            )
+        return self._index
+
+    def install_model(self, model: SparseHash, *, metrics: dict | None = None) -> int:
+        """Make `model` the current hash model: store it, recompute every photo's code from the
+        stored embeddings (no photo is decoded again) and rebuild the index. Returns its id."""
+        ids, vectors = self.embeddings()
+        codes = model.encode(vectors, "image") if len(ids) else np.zeros((0, model.config.bits // 8), np.uint8)
+        with self.store.transaction():
+            model_id = self.store.add_model(
+                encoder=self.encoder_name,
+                bits=model.config.bits,
+                config=model.config.to_dict(),
+                metrics=metrics or {},
+                weights=model_to_bytes(model),
+            )
+            self.store.put_codes(model_id, ids, codes)
+        self._model = (model_id, model)
+        self._index = CodeIndex.build(model.config.bits, model_id, ids, codes)
+        self.save_index()
+        return model_id
+
+    def save_index(self) -> None:
+        if self._index is not None:
+            self._index.save(self.settings.index_path)
+
+    # --- facts -----------------------------------------------------------------------------
+
+    def stats(self) -> dict:
+        store = self.store
+        photos = store.count_images("ok")
+        formats = Counter(r[0] for r in store.db.execute("select format from images where status = 'ok'"))
+        index = self.index
+        index_bytes = self.settings.index_path.stat().st_size if index is not None else 0
+        current = store.current_model(self.encoder_name)
+        models = [
+            {"id": r["id"], "encoder": r["encoder"], "bits": r["bits"], "created_at": r["created_at"]}
+            for r in store.db["hash_models"].rows_where(select="id, encoder, bits, created_at", order_by="id")
+        ]
+        return {
+            "photos": photos,
+            "formats": dict(formats),
+            "failed": store.failures(),
+            "tags": store.count_tags(),
+            "encoder": self.encoder_name,
+            "hash_model": current["id"] if current else None,
+            "indexed": index.ntotal if index is not None else 0,
+            "index_bytes": index_bytes,
+            "bytes_per_photo": index_bytes / photos if photos and index_bytes else 0.0,
+            "database_bytes": self.settings.database_path.stat().st_size,
+            "models": models,
+        }
+
+    def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.store.embeddings(self.encoder_name)

@@ -1,0 +1,274 @@
+"""The SQLite store, the library's source of truth (sqlite-utils).
+
+WAL journal, a busy timeout, one writer at a time. The schema is versioned by numbered
+migrations (m001_…), applied in order and recorded in the `migrations` table.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypedDict
+
+import numpy as np
+import sqlite_utils
+
+TAG_SOURCES = ("user", "sidecar", "xmp", "iptc", "accepted")
+
+
+class StoreError(RuntimeError):
+    """The database cannot be opened or is not a hashlens library."""
+
+
+class NewImage(TypedDict):
+    path: str
+    size: int
+    mtime: float
+    content_hash: str | None
+    width: int | None
+    height: int | None
+    taken_at: str | None
+    format: str | None
+    status: str  # "ok" or "failed"
+    error: str | None
+
+
+class ImageRecord(NewImage):
+    id: int
+
+
+def m001_create_tables(db: sqlite_utils.Database) -> None:
+    db["images"].create(
+        {
+            "id": int,
+            "path": str,
+            "size": int,
+            "mtime": float,
+            "content_hash": str,
+            "width": int,
+            "height": int,
+            "taken_at": str,
+            "format": str,
+            "status": str,
+            "error": str,
+            "indexed_at": float,
+        },
+        pk="id",
+    )
+    db["images"].create_index(["path"], unique=True)
+    db["images"].create_index(["content_hash"])
+    db["tags"].create({"id": int, "name": str}, pk="id")
+    db["tags"].create_index(["name"], unique=True)
+    db["image_tags"].create(
+        {"image_id": int, "tag_id": int, "source": str, "score": float},
+        pk=("image_id", "tag_id", "source"),
+        foreign_keys=[("image_id", "images", "id"), ("tag_id", "tags", "id")],
+    )
+    db["embeddings"].create(
+        {"image_id": int, "encoder": str, "vector": bytes},
+        pk=("image_id", "encoder"),
+        foreign_keys=[("image_id", "images", "id")],
+    )
+    db["hash_models"].create(
+        {"id": int, "encoder": str, "bits": int, "created_at": float, "config": str, "metrics": str, "weights": bytes},
+        pk="id",
+    )
+    db["codes"].create(
+        {"image_id": int, "model_id": int, "code": bytes},
+        pk=("image_id", "model_id"),
+        foreign_keys=[("image_id", "images", "id"), ("model_id", "hash_models", "id")],
+    )
+    db["index_runs"].create(
+        {
+            "id": int,
+            "started_at": float,
+            "finished_at": float,
+            "paths": str,
+            "status": str,
+            "added": int,
+            "updated": int,
+            "moved": int,
+            "removed": int,
+            "failed": int,
+            "skipped": int,
+        },
+        pk="id",
+    )
+
+
+MIGRATIONS = [m001_create_tables]
+
+
+class Store:
+    """Typed access to the library database. Writes happen inside `transaction()`."""
+
+    def __init__(self, path: str | Path | None = None, *, memory: bool = False) -> None:
+        try:
+            if memory:
+                self.db = sqlite_utils.Database(memory=True)
+            else:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                self.db = sqlite_utils.Database(str(path))
+                self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA busy_timeout=10000")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except Exception as e:  # sqlite3.DatabaseError for a file that is not a database
+            raise StoreError(f"cannot open the library database {path}: {e}") from e
+
+    def _migrate(self) -> None:
+        if "migrations" not in self.db.table_names():
+            self.db["migrations"].create({"name": str, "applied_at": float}, pk="name")
+        done = {row["name"] for row in self.db["migrations"].rows}
+        for migration in MIGRATIONS:
+            if migration.__name__ not in done:
+                with self.db.conn:
+                    migration(self.db)
+                    self.db["migrations"].insert({"name": migration.__name__, "applied_at": time.time()})
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Everything inside commits together or not at all."""
+        with self.db.conn:
+            yield
+
+    # --- images ----------------------------------------------------------------------------
+
+    def image_by_path(self, path: str) -> ImageRecord | None:
+        rows = list(self.db["images"].rows_where("path = ?", [path]))
+        return rows[0] if rows else None
+
+    def images_under(self, roots: Iterable[str]) -> dict[str, ImageRecord]:
+        """Images whose path is one of `roots` or inside one of them, by path."""
+        out = {}
+        for root in roots:
+            prefix = root.rstrip("/") + "/"
+            for row in self.db["images"].rows_where("path = ? or substr(path, 1, ?) = ?", [root, len(prefix), prefix]):
+                out[row["path"]] = row
+        return out
+
+    def upsert_image(self, image: NewImage) -> int:
+        """Insert or update by path; returns the row id (kept when the path already exists)."""
+        existing = self.image_by_path(image["path"])
+        row = dict(image, indexed_at=time.time())
+        if existing:
+            self.db["images"].update(existing["id"], row)
+            return existing["id"]
+        return self.db["images"].insert(row).last_pk
+
+    def move_image(self, image_id: int, new_path: str, size: int, mtime: float) -> None:
+        self.db["images"].update(image_id, {"path": new_path, "size": size, "mtime": mtime})
+
+    def remove_images_data(self, ids: list[int]) -> None:
+        """Forget the embeddings, codes and tags of images (kept: the image rows)."""
+        for table in ("image_tags", "embeddings", "codes"):
+            self.db[table].delete_where(f"image_id in ({','.join('?' * len(ids))})", ids)
+
+    def remove_images(self, ids: list[int]) -> None:
+        self.remove_images_data(ids)
+        self.db["images"].delete_where(f"id in ({','.join('?' * len(ids))})", ids)
+
+    def count_images(self, status: str = "ok") -> int:
+        return self.db["images"].count_where("status = ?", [status])
+
+    def failures(self) -> list[dict]:
+        return [{"path": r["path"], "reason": r["error"]} for r in self.db["images"].rows_where("status = 'failed'")]
+
+    # --- tags ------------------------------------------------------------------------------
+
+    def tag_id(self, name: str) -> int:
+        name = name.strip()
+        row = list(self.db["tags"].rows_where("name = ?", [name]))
+        return row[0]["id"] if row else self.db["tags"].insert({"name": name}).last_pk
+
+    def set_tags(self, image_id: int, tags: Iterable[str], source: str, score: float = 1.0) -> None:
+        """Replace this image's tags from `source` with `tags`."""
+        if source not in TAG_SOURCES:
+            raise ValueError(f"unknown tag source {source!r}")
+        self.db["image_tags"].delete_where("image_id = ? and source = ?", [image_id, source])
+        rows = [
+            {"image_id": image_id, "tag_id": self.tag_id(t), "source": source, "score": score}
+            for t in dict.fromkeys(t.strip() for t in tags)
+            if t
+        ]
+        self.db["image_tags"].insert_all(rows, replace=True)
+
+    def tags_of(self, image_id: int) -> list[str]:
+        sql = (
+            "select distinct t.name from image_tags it join tags t on t.id = it.tag_id where it.image_id = ? order by 1"
+        )
+        return [r[0] for r in self.db.execute(sql, [image_id]).fetchall()]
+
+    def count_tags(self) -> int:
+        return self.db.execute("select count(distinct tag_id) from image_tags").fetchone()[0]
+
+    # --- embeddings and codes --------------------------------------------------------------
+
+    def put_embedding(self, image_id: int, encoder: str, vector: np.ndarray) -> None:
+        blob = np.asarray(vector, np.float16).tobytes()
+        self.db["embeddings"].insert({"image_id": image_id, "encoder": encoder, "vector": blob}, replace=True)
+
+    def embeddings(self, encoder: str) -> tuple[np.ndarray, np.ndarray]:
+        """(ids [n], float32 vectors [n, dim]) of every embedding from `encoder`."""
+        rows = self.db.execute(
+            "select image_id, vector from embeddings where encoder = ? order by image_id", [encoder]
+        ).fetchall()
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        ids = np.array([r[0] for r in rows], np.int64)
+        return ids, np.stack([np.frombuffer(r[1], np.float16) for r in rows]).astype(np.float32)
+
+    def current_model(self, encoder: str) -> dict | None:
+        rows = list(self.db["hash_models"].rows_where("encoder = ?", [encoder], order_by="id desc", limit=1))
+        return rows[0] if rows else None
+
+    def add_model(self, *, encoder: str, bits: int, config: dict, metrics: dict, weights: bytes) -> int:
+        return (
+            self.db["hash_models"]
+            .insert(
+                {
+                    "encoder": encoder,
+                    "bits": bits,
+                    "created_at": time.time(),
+                    "config": json.dumps(config),
+                    "metrics": json.dumps(metrics),
+                    "weights": weights,
+                }
+            )
+            .last_pk
+        )
+
+    def put_codes(self, model_id: int, ids: Iterable[int], codes: np.ndarray) -> None:
+        self.db["codes"].insert_all(
+            ({"image_id": int(i), "model_id": model_id, "code": bytes(c)} for i, c in zip(ids, codes)), replace=True
+        )
+
+    def codes(self, model_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids [n], packed codes [n, bytes]) of live images under `model_id`, by id."""
+        rows = self.db.execute(
+            "select c.image_id, c.code from codes c join images i on i.id = c.image_id "
+            "where c.model_id = ? and i.status = 'ok' order by c.image_id",
+            [model_id],
+        ).fetchall()
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros((0, 0), np.uint8)
+        return np.array([r[0] for r in rows], np.int64), np.stack([np.frombuffer(r[1], np.uint8) for r in rows])
+
+    # --- index runs ------------------------------------------------------------------------
+
+    def start_run(self, paths: list[str]) -> int:
+        return (
+            self.db["index_runs"]
+            .insert({"started_at": time.time(), "paths": json.dumps(paths), "status": "running"})
+            .last_pk
+        )
+
+    def finish_run(self, run_id: int, status: str, counts: dict) -> None:
+        self.db["index_runs"].update(run_id, dict(counts, finished_at=time.time(), status=status))
+
+    def integrity_ok(self) -> bool:
+        return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
