@@ -6,7 +6,9 @@ Every encoder returns L2-normalised float32 embeddings, [n, dim], images and tex
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import socket
 from pathlib import Path
 from typing import Protocol
 
@@ -35,6 +37,14 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 class OpenClipEncoder:
     """open_clip model. weights: a pretrained tag, a checkpoint file, `local-dir:FOLDER`, or None
     for random weights (development only: is_demo is then True)."""
@@ -47,12 +57,21 @@ class OpenClipEncoder:
         batch_size: int = 32,
         threads: int | None = None,
     ) -> None:
+        offline = os.environ.get("HF_HUB_OFFLINE")
+        go_offline = bool(weights) and not weights.startswith("local-dir:") and not _hub_reachable()
+        if go_offline:
+            os.environ["HF_HUB_OFFLINE"] = "1"  # use the local cache only, instead of a minute of retries
+        import huggingface_hub.constants
         import open_clip
 
+        if go_offline:
+            huggingface_hub.constants.HF_HUB_OFFLINE = True
         if threads:
             torch.set_num_threads(threads)
         self.batch_size = batch_size
         self.is_demo = weights is None
+        quiet = logging.getLogger().level
+        logging.getLogger().setLevel(logging.CRITICAL)  # open_clip logs the failure again before raising
         try:
             if weights and weights.startswith("local-dir:"):
                 # an open_clip model folder (open_clip_config.json + weights): it names its own model
@@ -69,11 +88,18 @@ class OpenClipEncoder:
                 self.model, _, self.preprocess = open_clip.create_model_and_transforms(model, pretrained=weights)
                 self.tokenizer = open_clip.get_tokenizer(model)
         except Exception as e:  # open_clip raises RuntimeError/OSError/HF errors when offline
+            reason = str(e).split(". ")[0][:160]
             raise WeightsUnavailable(
-                f"cannot load CLIP {model} weights {weights!r} ({type(e).__name__}: {e}). "
+                f"cannot load CLIP {model} weights {weights!r} ({reason}). "
                 "Point --weights (or HASHLENS_WEIGHTS) at a local checkpoint file or local-dir:FOLDER, "
                 "or use --encoder random for a demo without real weights."
             ) from e
+        finally:
+            logging.getLogger().setLevel(quiet)
+            if go_offline:
+                huggingface_hub.constants.HF_HUB_OFFLINE = offline is not None and offline != "0"
+                if offline is None:
+                    os.environ.pop("HF_HUB_OFFLINE", None)
         self.model.eval()
         self.name = encoder_name("openclip" if weights else "random", model, weights)
         self.dim = int(self.model.text_projection.shape[1]) if hasattr(self.model, "text_projection") else 512
@@ -127,6 +153,11 @@ class FakeEncoder:
                 v += np.random.default_rng(seed).standard_normal(self.dim).astype(np.float32)
             rows.append(v if v.any() else np.ones(self.dim, np.float32))
         return _normalise(np.stack(rows)) if rows else np.zeros((0, self.dim), np.float32)
+
+
+def is_demo(kind: str) -> bool:
+    """Encoders whose results mean nothing about the photos' content (shown loudly)."""
+    return kind in ("random", "fake")
 
 
 def encoder_name(kind: str, model: str, weights: str | None) -> str:

@@ -49,6 +49,16 @@ def open_library(ctx: click.Context, **overrides):
         raise click.ClickException(str(e)) from e
 
 
+def warn_demo(library) -> None:
+    if library.is_demo:
+        click.secho(
+            f"DEMO ENCODER ({library.encoder_name}): random weights, results say nothing about the photos.",
+            fg="red",
+            bold=True,
+            err=True,
+        )
+
+
 @main.command("index")
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--tags", "tags_file", type=click.Path(), help="Sidecar tags file: CSV path,tags or JSON {path: [tags]}.")
@@ -61,6 +71,7 @@ def index_command(ctx, paths, tags_file, workers, max_megapixels, as_json) -> No
     from retrieval.ingest import index_paths
 
     library = open_library(ctx, max_megapixels=max_megapixels)
+    warn_demo(library)
     try:
         summary = index_paths(library, list(paths), tags_file=tags_file, workers=workers)
     except user_errors() as e:
@@ -95,6 +106,7 @@ def stats_command(ctx, as_json) -> None:
     if as_json:
         click.echo(json.dumps(stats, indent=1))
         return
+    warn_demo(library)
     click.echo(f"photos: {stats['photos']}  tags: {stats['tags']}  encoder: {stats['encoder']}")
     click.echo("formats: " + (", ".join(f"{k} {v}" for k, v in sorted(stats["formats"].items())) or "none"))
     click.echo(f"index: {stats['index_bytes']} bytes, {stats['bytes_per_photo']:.1f} bytes per photo")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ENV_HOME = "HASHLENS_HOME"  # library folder
@@ -32,7 +32,7 @@ def user_data_dir() -> Path:
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     home: Path  # library folder: database, FAISS index, thumbnails
-    encoder: str = "openclip"  # which image/text encoder embeds photos and tags
+    encoder: str | None = None  # image/text encoder; None: the one the library was built with
     model: str = DEFAULT_MODEL  # open_clip architecture
     weights: str = DEFAULT_WEIGHTS  # pretrained tag, checkpoint file, or local-dir:FOLDER
     batch_size: int = 32  # photos per encoder call
@@ -50,11 +50,14 @@ class Settings:
     ) -> Settings:
         """Explicit options first, then environment variables, then defaults."""
         home = Path(home or os.environ.get(ENV_HOME) or user_data_dir()).expanduser()
-        encoder = encoder or os.environ.get(ENV_ENCODER) or "openclip"
-        if encoder not in ENCODERS:
+        encoder = encoder or os.environ.get(ENV_ENCODER) or None
+        if encoder is not None and encoder not in ENCODERS:
             raise ValueError(f"unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
         weights = weights or os.environ.get(ENV_WEIGHTS) or DEFAULT_WEIGHTS
         return cls(home=home, encoder=encoder, weights=weights, **overrides)
+
+    def with_encoder(self, encoder: str, weights: str | None = None) -> Settings:
+        return replace(self, encoder=encoder, weights=weights or self.weights)
 
     @property
     def database_path(self) -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.clip import Encoder, encoder_name, make_encoder
+from models.clip import Encoder, encoder_name, is_demo, make_encoder
 from models.sparsehash import SparseHash
 from retrieval.config import Settings
 from retrieval.index import CodeIndex
@@ -25,8 +25,17 @@ class NoHashModel(RuntimeError):
 
 class Library:
     def __init__(self, settings: Settings, *, encoder: Encoder | None = None) -> None:
-        self.settings = settings
         self.store = Store(settings.database_path)
+        # The encoder: as asked, else the one this library was built with, else CLIP's default.
+        # Embeddings from different encoders never mix, so the choice is remembered.
+        stored = self.store.get_meta("encoder")
+        if settings.encoder is None:
+            settings = settings.with_encoder(stored or "openclip", self.store.get_meta("weights"))
+        if stored != settings.encoder:
+            with self.store.transaction():
+                self.store.set_meta("encoder", settings.encoder)
+                self.store.set_meta("weights", settings.weights)
+        self.settings = settings
         self._encoder = encoder
         self._index: CodeIndex | None = None
         self._model: tuple[int, SparseHash] | None = None
@@ -43,6 +52,11 @@ class Library:
             return self._encoder.name
         s = self.settings
         return encoder_name(s.encoder, s.model, s.weights)
+
+    @property
+    def is_demo(self) -> bool:
+        """True when the encoder has random (or fake) weights: results say nothing about content."""
+        return self._encoder.is_demo if self._encoder is not None else is_demo(self.settings.encoder)
 
     @property
     def encoder(self) -> Encoder:
@@ -117,6 +131,7 @@ class Library:
             "failed": store.failures(),
             "tags": store.count_tags(),
             "encoder": self.encoder_name,
+            "demo_encoder": self.is_demo,
             "hash_model": current["id"] if current else None,
             "indexed": index.ntotal if index is not None else 0,
             "index_bytes": index_bytes,

@@ -99,7 +99,11 @@ def m001_create_tables(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS = [m001_create_tables]
+def m002_create_meta(db: sqlite_utils.Database) -> None:
+    db["meta"].create({"key": str, "value": str}, pk="key")  # library-wide settings, e.g. its encoder
+
+
+MIGRATIONS = [m001_create_tables, m002_create_meta]
 
 
 class Store:
@@ -135,6 +139,15 @@ class Store:
         """Everything inside commits together or not at all."""
         with self.db.conn:
             yield
+
+    # --- library settings ------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        rows = list(self.db["meta"].rows_where("key = ?", [key]))
+        return rows[0]["value"] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db["meta"].upsert({"key": key, "value": value}, pk="key")
 
     # --- images ----------------------------------------------------------------------------
 

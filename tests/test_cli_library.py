@@ -1,0 +1,73 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from models.clip import OpenClipEncoder, WeightsUnavailable
+from retrieval.cli import main
+from retrieval.config import Settings
+from retrieval.library import Library
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+
+
+def test_missing_checkpoint_names_the_option_to_fix_it(tmp_path):
+    with pytest.raises(WeightsUnavailable, match="HASHLENS_WEIGHTS"):
+        OpenClipEncoder("ViT-B-32", str(tmp_path / "missing.pt"))
+
+
+def test_index_and_stats_json_through_the_cli(tmp_path):
+    runner = CliRunner()
+    home = str(tmp_path / "home")
+    result = runner.invoke(
+        main,
+        [
+            "--home",
+            home,
+            "--encoder",
+            "fake",
+            "index",
+            str(SAMPLE),
+            "--workers",
+            "0",
+            "--tags",
+            str(SAMPLE / "tags.csv"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "added 17" in result.output and "hashlens train" in result.output
+    stats = json.loads(runner.invoke(main, ["--home", home, "stats", "--json"]).stdout)
+    assert stats["photos"] == 17 and stats["failed"] == [] and stats["tags"] == 44
+    assert stats["encoder"] == "fake:64" and stats["demo_encoder"] is True  # remembered from the index run
+    assert {"index_bytes", "bytes_per_photo", "formats"} <= set(stats)
+
+
+def test_cli_errors_are_one_line_and_non_zero(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["--home", str(tmp_path), "--encoder", "fake", "index", str(tmp_path / "nope")])
+    assert result.exit_code != 0
+    assert result.output.strip().splitlines()[-1].startswith("Error: no such file or folder")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "library.db").write_text("not a database")
+    result = runner.invoke(main, ["--home", str(tmp_path / "bad"), "stats"])
+    assert result.exit_code != 0 and "Traceback" not in result.output and "library database" in result.output
+
+
+def test_library_keeps_its_encoder(tmp_path):
+    Library(Settings.resolve(home=tmp_path, encoder="fake"))
+    assert Library(Settings.resolve(home=tmp_path)).settings.encoder == "fake"
+
+
+@pytest.mark.clip
+def test_open_clip_random_weights_end_to_end(tmp_path):
+    library = Library(Settings.resolve(home=tmp_path, encoder="random"))
+    from retrieval.ingest import index_paths
+
+    summary = index_paths(library, [SAMPLE], workers=1, progress=False)
+    assert summary.added == 17 and summary.failed == 0
+    ids, vectors = library.embeddings()
+    assert vectors.shape == (17, 512)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-2)  # float16 storage
+    assert library.is_demo
