@@ -18,10 +18,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 test: $(STAMP)
 	$(BIN)/ruff check retrieval models ui tests
 	$(BIN)/ruff format --check retrieval models ui tests
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=5
 
 bench: $(STAMP)
 	$(BIN)/hashlens bench wiki --out $(OUT)/wiki
+	$(BIN)/hashlens --encoder random bench index --out $(OUT)/index
 
 app: $(STAMP)
 	@echo "The Streamlit front end is not built yet (issue 5); 'hashlens --help' lists what works."

@@ -149,6 +149,30 @@ def bench_wiki(out_dir, data, bits, seeds, methods, as_json) -> None:
         json.dump(records, sys.stdout, indent=1)
 
 
+@bench.command("index")
+@click.option(
+    "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder (photos are cached there)."
+)
+@click.option(
+    "--photos", default=200, show_default=True, type=click.IntRange(1), help="4000×3000 photos for throughput."
+)
+@click.option(
+    "--rerun-photos", default=1000, show_default=True, type=click.IntRange(10), help="Photos for the rerun test."
+)
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(1))
+@click.pass_context
+def bench_index(ctx, out_dir, photos, rerun_photos, repeats) -> None:
+    """Indexing throughput against the bare encoder, and incremental reruns (default encoder: random)."""
+    from retrieval.bench_index import run_index_bench
+
+    try:
+        run_index_bench(
+            out_dir, encoder=ctx.obj["encoder"] or "random", photos=photos, rerun_photos=rerun_photos, repeats=repeats
+        )
+    except user_errors() as e:
+        raise click.ClickException(str(e)) from e
+
+
 def _variadic_bits(argv: list[str]) -> list[str]:
     """Let `--bits 16 32 64` stand for `--bits 16 --bits 32 --bits 64` (the documented form)."""
     out, in_bits = [], False
