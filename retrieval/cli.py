@@ -93,6 +93,30 @@ def index_command(ctx, paths, tags_file, workers, max_megapixels, as_json) -> No
         click.echo("No hash model yet, so photos are embedded but not searchable: run `hashlens train`.", err=True)
 
 
+@main.command("train")
+@click.option("--bits", default=64, show_default=True, type=int, help="Code length (a multiple of 8).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@click.pass_context
+def train_command(ctx, bits, seed, as_json) -> None:
+    """Train the hash model on the library's photos and tags; recompute every code, rebuild the index."""
+    from retrieval.train import NothingToTrain, train_library
+
+    library = open_library(ctx)
+    warn_demo(library)
+    try:
+        metrics = train_library(library, bits=bits, seed=seed)
+    except (NothingToTrain, *user_errors()) as e:
+        raise click.ClickException(str(e)) from e
+    if as_json:
+        click.echo(json.dumps(metrics, indent=1))
+    else:
+        click.echo(
+            f"hash model {metrics['model_id']}: {bits} bits from {metrics['photos']} photos "
+            f"({metrics['tagged']} tagged), validation mAP {metrics['val_map']:.3f}, {metrics['train_seconds']:.1f} s"
+        )
+
+
 @main.command("stats")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_context

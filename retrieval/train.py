@@ -248,3 +248,79 @@ def load_checkpoint(path: str | Path) -> tuple[SparseHash, dict]:
 
 def config_summary(model_config: SparseHashConfig, train_config: TrainConfig) -> dict:
     return {"model": model_config.to_dict(), "train": asdict(train_config)}
+
+
+class NothingToTrain(RuntimeError):
+    """The library has too few embedded photos to train a hash model."""
+
+
+def _kmeans_labels(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Cluster ids of rows of x (cosine k-means via FAISS)."""
+    import faiss
+
+    km = faiss.Kmeans(x.shape[1], k, niter=20, seed=seed, spherical=True, verbose=False, min_points_per_centroid=1)
+    km.train(np.ascontiguousarray(x, np.float32))
+    return km.index.search(np.ascontiguousarray(x, np.float32), 1)[1][:, 0]
+
+
+def library_training_data(library, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """(image embeddings, text embeddings, multi-hot labels, facts) for training on a library.
+
+    Supervision, best first: the photo's own tags (user, sidecar, XMP/IPTC, accepted). A photo
+    without tags gets CLIP's stand-ins: the library tag its embedding is closest to (zero-shot)
+    as its text, and, for every photo, a cluster of its image neighbours (k-means) as a label,
+    so a library without any tag still trains. Tagged photos' text is their tag list.
+    """
+    ids, images = library.embeddings()
+    if len(ids) < 8:
+        raise NothingToTrain(f"the library has {len(ids)} embedded photos; index at least 8 before training")
+    tags_by_image: dict[int, list[str]] = {}
+    for image_id, name in library.store.db.execute(
+        "select it.image_id, t.name from image_tags it join tags t on t.id = it.tag_id order by t.name"
+    ):
+        tags_by_image.setdefault(image_id, [])
+        if name not in tags_by_image[image_id]:
+            tags_by_image[image_id].append(name)
+    vocabulary = sorted({t for tags in tags_by_image.values() for t in tags})
+    tag_vectors = library.encoder.encode_texts(vocabulary) if vocabulary else None
+    texts, label_sets, tagged = [], [], 0
+    for row, image_id in enumerate(ids):
+        tags = tags_by_image.get(int(image_id))
+        if tags:
+            tagged += 1
+        elif tag_vectors is not None:  # zero-shot: the closest library tag
+            tags = [vocabulary[int(np.argmax(tag_vectors @ images[row]))]]
+        texts.append(", ".join(tags) if tags else None)
+        label_sets.append(set(tags or []))
+    clusters = _kmeans_labels(images, max(2, min(64, int(np.sqrt(len(ids) / 2)))), seed)
+    label_names = vocabulary + [f"cluster {c}" for c in range(int(clusters.max()) + 1)]
+    labels = np.zeros((len(ids), len(label_names)), np.float32)
+    index = {name: i for i, name in enumerate(label_names)}
+    for row, names in enumerate(label_sets):
+        for name in names:
+            labels[row, index[name]] = 1
+        if not names:  # untagged photos share a label with their image neighbours
+            labels[row, len(vocabulary) + clusters[row]] = 1
+    # Photos with no text at all (a library without tags) stand in with their own CLIP embedding,
+    # which lives in the same space as the text embeddings.
+    with_text = [i for i, t in enumerate(texts) if t is not None]
+    text_vectors = images.copy()
+    if with_text:
+        text_vectors[with_text] = library.encoder.encode_texts([texts[i] for i in with_text])
+    facts = {
+        "photos": int(len(ids)),
+        "tagged": tagged,
+        "vocabulary": len(vocabulary),
+        "clusters": int(clusters.max()) + 1,
+    }
+    return images, text_vectors, labels, facts
+
+
+def train_library(library, *, bits: int = 64, seed: int = 0, progress=None) -> dict:
+    """Train a hash model on the library's own photos and install it (codes and index rebuilt)."""
+    images, texts, labels, facts = library_training_data(library, seed=seed)
+    config = SparseHashConfig(image_dim=images.shape[1], text_dim=texts.shape[1], bits=bits, margin=0.375 * bits)
+    result = train_sparsehash(images, texts, labels, config, TrainConfig(seed=seed))
+    metrics = dict(facts, val_map=result.val_map, epochs=result.epochs, train_seconds=result.seconds)
+    metrics["model_id"] = library.install_model(result.model, metrics=metrics)
+    return metrics
