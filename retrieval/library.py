@@ -135,6 +135,7 @@ class Library:
             "hash_model": current["id"] if current else None,
             "indexed": index.ntotal if index is not None else 0,
             "index_bytes": index_bytes,
+            "index_memory_bytes": index.nbytes() if index is not None else 0,
             "bytes_per_photo": index_bytes / photos if photos and index_bytes else 0.0,
             "database_bytes": self.settings.database_path.stat().st_size,
             "models": models,
