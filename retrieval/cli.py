@@ -117,6 +117,38 @@ def train_command(ctx, bits, seed, as_json) -> None:
         )
 
 
+@main.command("search")
+@click.argument("query")
+@click.option("-k", "k", default=20, show_default=True, type=click.IntRange(1), help="How many photos.")
+@click.option("--radius", type=click.IntRange(0), help="Every photo within this Hamming radius instead of top k.")
+@click.option(
+    "--rerank/--no-rerank",
+    default=True,
+    show_default=True,
+    help="Re-rank the Hamming shortlist by float CLIP similarity (off: the pure hashing result).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {path, score, hamming}.")
+@click.pass_context
+def search_command(ctx, query, k, radius, rerank, as_json) -> None:
+    """Photos matching QUERY, e.g. "dog, beach", best first."""
+    from retrieval.library import NoHashModel
+    from retrieval.search import EmptyLibrary, search
+
+    library = open_library(ctx)
+    warn_demo(library)
+    try:
+        results = search(library, query, k=k, radius=radius, rerank=rerank)
+    except (EmptyLibrary, NoHashModel, *user_errors()) as e:
+        raise click.ClickException(str(e)) from e
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in results], indent=1))
+        return
+    if not results:
+        click.echo("no photo matches", err=True)
+    for r in results:
+        click.echo(f"{r.score:7.3f}  {r.hamming:3d}  {r.path}")
+
+
 @main.command("stats")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_context

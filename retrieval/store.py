@@ -235,6 +235,19 @@ class Store:
         ids = np.array([r[0] for r in rows], np.int64)
         return ids, np.stack([np.frombuffer(r[1], np.float16) for r in rows]).astype(np.float32)
 
+    def embeddings_of(self, encoder: str, ids: np.ndarray) -> np.ndarray:
+        """float32 vectors [n, dim] of `ids`, in that order."""
+        ids = [int(i) for i in ids]
+        marks = ",".join("?" * len(ids))
+        sql = f"select image_id, vector from embeddings where encoder = ? and image_id in ({marks})"
+        rows = dict(self.db.execute(sql, [encoder, *ids]).fetchall())
+        return np.stack([np.frombuffer(rows[i], np.float16) for i in ids]).astype(np.float32)
+
+    def paths_of(self, ids: Iterable[int]) -> list[str]:
+        ids = [int(i) for i in ids]
+        rows = dict(self.db.execute(f"select id, path from images where id in ({','.join('?' * len(ids))})", ids))
+        return [rows[i] for i in ids]
+
     def current_model(self, encoder: str) -> dict | None:
         rows = list(self.db["hash_models"].rows_where("encoder = ?", [encoder], order_by="id desc", limit=1))
         return rows[0] if rows else None
