@@ -140,6 +140,10 @@ def search_command(ctx, query, k, radius, rerank, as_json) -> None:
         results = search(library, query, k=k, radius=radius, rerank=rerank)
     except (EmptyLibrary, NoHashModel, *user_errors()) as e:
         raise click.ClickException(str(e)) from e
+    print_results(results, as_json)
+
+
+def print_results(results, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in results], indent=1))
         return
@@ -147,6 +151,30 @@ def search_command(ctx, query, k, radius, rerank, as_json) -> None:
         click.echo("no photo matches", err=True)
     for r in results:
         click.echo(f"{r.score:7.3f}  {r.hamming:3d}  {r.path}")
+
+
+@main.command("similar")
+@click.argument("photo", type=click.Path())
+@click.option("-k", "k", default=20, show_default=True, type=click.IntRange(1), help="How many photos.")
+@click.option("--radius", type=click.IntRange(0), help="Every photo within this Hamming radius instead of top k.")
+@click.option("--rerank/--no-rerank", default=True, show_default=True, help="Re-rank by float CLIP similarity.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {path, score, hamming}.")
+@click.pass_context
+def similar_command(ctx, photo, k, radius, rerank, as_json) -> None:
+    """Photos like PHOTO (in the library or not), best first."""
+    from retrieval.imageio import ImageDecodeError
+    from retrieval.library import NoHashModel
+    from retrieval.search import EmptyLibrary, similar
+
+    library = open_library(ctx)
+    warn_demo(library)
+    try:
+        results = similar(library, photo, k=k, radius=radius, rerank=rerank)
+    except ImageDecodeError as e:
+        raise click.ClickException(f"{photo}: {e}") from e
+    except (EmptyLibrary, NoHashModel, *user_errors()) as e:
+        raise click.ClickException(str(e)) from e
+    print_results(results, as_json)
 
 
 @main.command("stats")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
+from retrieval.imageio import decode_image
 from retrieval.library import Library, NoHashModel
 
 
@@ -36,12 +38,39 @@ def search(
         raise ValueError("empty query: type one or more tags, e.g. 'dog, beach'")
     if library.store.count_images("ok") == 0:
         raise EmptyLibrary("the library is empty: index a folder first (hashlens index PATH)")
-    current = library.hash_model()
-    if current is None:
+    if library.hash_model() is None:
         raise NoHashModel("no hash model yet: run `hashlens train` first")
-    model_id, model = current
     vector = library.encoder.encode_texts([query])  # [1, dim]
-    code = model.encode(vector, "text")  # [1, bits/8]
+    return _rank(library, vector, "text", k=k, radius=radius, rerank=rerank, shortlist=shortlist)
+
+
+def similar(
+    library: Library, photo: str | Path, *, k: int = 20, radius: int | None = None, rerank: bool = True
+) -> list[SearchResult]:
+    """Photos like `photo` (in the library or not), best first; the photo itself is left out."""
+    if library.store.count_images("ok") == 0:
+        raise EmptyLibrary("the library is empty: index a folder first (hashlens index PATH)")
+    if library.hash_model() is None:
+        raise NoHashModel("no hash model yet: run `hashlens train` first")
+    path = Path(photo).expanduser().resolve()
+    record = library.store.image_by_path(str(path))
+    if record is not None and record["status"] == "ok":
+        vector = library.store.embeddings_of(library.encoder_name, [record["id"]])
+    else:  # not in the library: decode it now (raises ImageDecodeError with the reason)
+        decoded = decode_image(path, target=library.encoder.image_size)
+        vector = library.encoder.encode_images([decoded.image])
+    results = _rank(library, vector, "image", k=k + 1, radius=radius, rerank=rerank, shortlist=10)
+    return (
+        [r for r in results if r.path != str(path)][:k]
+        if radius is None
+        else [r for r in results if r.path != str(path)]
+    )
+
+
+def _rank(library, vector, modality, *, k, radius, rerank, shortlist) -> list[SearchResult]:
+    """Hamming shortlist for one query embedding [1, dim], then the optional float re-rank."""
+    model_id, model = library.hash_model()
+    code = model.encode(vector, modality)  # [1, bits/8]
     index = library.index
     if radius is not None:
         distances, ids = index.radius(code[0], radius)
@@ -51,13 +80,11 @@ def search(
         distances, ids = d[0][keep], i[0][keep]
     if len(ids) == 0:
         return []
-    bits = model.config.bits
     if rerank:
-        vectors = library.store.embeddings_of(library.encoder_name, ids)  # [n, dim]
-        scores = vectors @ vector[0]
+        scores = library.store.embeddings_of(library.encoder_name, ids) @ vector[0]
         order = np.argsort(-scores, kind="stable")
     else:
-        scores = 1.0 - distances / bits
+        scores = 1.0 - distances / model.config.bits
         order = np.arange(len(ids))
     if radius is None:
         order = order[:k]

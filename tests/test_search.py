@@ -97,3 +97,24 @@ def test_search_errors_are_specific(tmp_path, colour_library):
     index_paths(untrained, [folder], workers=0, progress=False)
     with pytest.raises(NoHashModel, match="hashlens train"):
         search(untrained, "red")
+
+
+def test_similar_photos_in_and_outside_the_library(colour_library, tmp_path):
+    from retrieval.search import similar
+
+    inside = next(p for p in colour_library.store.paths_of(colour_library.store.codes(1)[0]) if "yellow_0" in p)
+    results = similar(colour_library, inside, k=5)
+    assert [colour_of(r) for r in results] == ["yellow"] * 5 and inside not in {r.path for r in results}
+    outside = tmp_path / "new_blue.png"
+    Image.new("RGB", (20, 20), (25, 45, 210)).save(outside)
+    assert [colour_of(r) for r in similar(colour_library, outside, k=6)] == ["blue"] * 6
+
+
+def test_similar_to_a_broken_photo_is_one_clear_error(colour_library, tmp_path):
+    from retrieval.imageio import ImageDecodeError
+    from retrieval.search import similar
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff garbage")
+    with pytest.raises(ImageDecodeError, match="not an image|damaged"):
+        similar(colour_library, broken)
