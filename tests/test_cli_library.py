@@ -71,3 +71,20 @@ def test_open_clip_random_weights_end_to_end(tmp_path):
     assert vectors.shape == (17, 512)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-2)  # float16 storage
     assert library.is_demo
+
+
+def test_search_before_and_after_train_through_the_cli(tmp_path):
+    runner = CliRunner()
+    home = ["--home", str(tmp_path / "home")]
+    assert runner.invoke(main, [*home, "search", "cat"]).exit_code != 0  # empty library
+    runner.invoke(
+        main, [*home, "--encoder", "fake", "index", str(SAMPLE), "--workers", "0", "--tags", str(SAMPLE / "tags.csv")]
+    )
+    before = runner.invoke(main, [*home, "search", "cat"])
+    assert before.exit_code != 0 and "hashlens train" in before.output
+    trained = runner.invoke(main, [*home, "train", "--bits", "32", "--json"])
+    assert trained.exit_code == 0, trained.output
+    assert json.loads(trained.stdout)["photos"] == 17
+    found = runner.invoke(main, [*home, "search", "cat", "-k", "3", "--json"])
+    results = json.loads(found.stdout)
+    assert len(results) == 3 and set(results[0]) == {"path", "score", "hamming"}
