@@ -25,8 +25,8 @@ bench: $(STAMP)
 	$(BIN)/hashlens --encoder random bench index --out $(OUT)/index
 
 app: $(STAMP)
-	@echo "The Streamlit front end is not built yet (issue 5); 'hashlens --help' lists what works."
-	$(BIN)/hashlens --help
+	$(BIN)/python -m ui.prepare
+	$(BIN)/streamlit run ui/app.py --server.headless true --browser.gatherUsageStats false
 
 lint: $(STAMP)
 	$(BIN)/ruff check --fix retrieval models ui tests

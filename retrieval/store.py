@@ -7,6 +7,7 @@ migrations (m001_…), applied in order and recorded in the `migrations` table.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -115,7 +116,8 @@ class Store:
                 self.db = sqlite_utils.Database(memory=True)
             else:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-                self.db = sqlite_utils.Database(str(path))
+                # The UI calls from several threads; SQLite serialises writers itself.
+                self.db = sqlite_utils.Database(sqlite3.connect(str(path), check_same_thread=False))
                 self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA busy_timeout=10000")
             self.db.execute("PRAGMA synchronous=NORMAL")
