@@ -117,17 +117,29 @@ def train_command(ctx, bits, seed, as_json) -> None:
         )
 
 
+def result_options(command):
+    """The options every photo-finding command shares."""
+    options = [
+        click.option("-k", "k", default=20, show_default=True, type=click.IntRange(1), help="How many photos."),
+        click.option(
+            "--radius", type=click.IntRange(0), help="Every photo within this Hamming radius instead of top k."
+        ),
+        click.option(
+            "--rerank/--no-rerank",
+            default=True,
+            show_default=True,
+            help="Re-rank the Hamming shortlist by float CLIP similarity (off: the pure hashing result).",
+        ),
+        click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {path, score, hamming}."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @main.command("search")
 @click.argument("query")
-@click.option("-k", "k", default=20, show_default=True, type=click.IntRange(1), help="How many photos.")
-@click.option("--radius", type=click.IntRange(0), help="Every photo within this Hamming radius instead of top k.")
-@click.option(
-    "--rerank/--no-rerank",
-    default=True,
-    show_default=True,
-    help="Re-rank the Hamming shortlist by float CLIP similarity (off: the pure hashing result).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {path, score, hamming}.")
+@result_options
 @click.pass_context
 def search_command(ctx, query, k, radius, rerank, as_json) -> None:
     """Photos matching QUERY, e.g. "dog, beach", best first."""
@@ -155,10 +167,7 @@ def print_results(results, as_json: bool) -> None:
 
 @main.command("similar")
 @click.argument("photo", type=click.Path())
-@click.option("-k", "k", default=20, show_default=True, type=click.IntRange(1), help="How many photos.")
-@click.option("--radius", type=click.IntRange(0), help="Every photo within this Hamming radius instead of top k.")
-@click.option("--rerank/--no-rerank", default=True, show_default=True, help="Re-rank by float CLIP similarity.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {path, score, hamming}.")
+@result_options
 @click.pass_context
 def similar_command(ctx, photo, k, radius, rerank, as_json) -> None:
     """Photos like PHOTO (in the library or not), best first."""

@@ -22,10 +22,6 @@ def relevance(query_labels: np.ndarray, db_labels: np.ndarray) -> np.ndarray:
     return (np.asarray(query_labels, np.float32) @ np.asarray(db_labels, np.float32).T) > 0
 
 
-def _harmonic(n: np.ndarray, table: np.ndarray) -> np.ndarray:
-    return table[n]
-
-
 def tie_aware_map(distances: np.ndarray, relevant: np.ndarray) -> np.ndarray:
     """Expected AP of each query when items at equal integer distance are in random order.
 
@@ -48,7 +44,7 @@ def tie_aware_map(distances: np.ndarray, relevant: np.ndarray) -> np.ndarray:
     p = np.cumsum(g, axis=1) - g  # items ranked before each group
     c = np.cumsum(r, axis=1) - r  # relevant items ranked before each group
     table = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, n + 1))])
-    h = _harmonic((p + g).astype(np.int64), table) - _harmonic(p.astype(np.int64), table)
+    h = table[(p + g).astype(np.int64)] - table[p.astype(np.int64)]  # harmonic numbers H(p+g) − H(p)
     # Σ_j 1/(p+j) = h;  Σ_j (j−1)/(p+j) = g − (p+1)·h
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(g > 1, (r - 1) / np.maximum(g - 1, 1), 0.0)

@@ -11,7 +11,7 @@ import copy
 import json
 import struct
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -244,10 +244,6 @@ def load_checkpoint(path: str | Path) -> tuple[SparseHash, dict]:
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     return model_from_bytes(path.read_bytes(), origin=str(path))
-
-
-def config_summary(model_config: SparseHashConfig, train_config: TrainConfig) -> dict:
-    return {"model": model_config.to_dict(), "train": asdict(train_config)}
 
 
 class NothingToTrain(RuntimeError):
