@@ -132,14 +132,14 @@ class Store:
         done = {row["name"] for row in self.db["migrations"].rows}
         for migration in MIGRATIONS:
             if migration.__name__ not in done:
-                with self.db.conn:
+                with self.db.atomic():
                     migration(self.db)
                     self.db["migrations"].insert({"name": migration.__name__, "applied_at": time.time()})
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """Everything inside commits together or not at all."""
-        with self.db.conn:
+        """Everything inside commits together or not at all (a kill mid-way leaves none of it)."""
+        with self.db.atomic():
             yield
 
     # --- library settings ------------------------------------------------------------------

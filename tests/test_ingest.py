@@ -162,25 +162,29 @@ if __name__ == "__main__":  # decoding workers are spawned and re-import this fi
 """
 
 
-def wait_for_run(database: Path, run: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+def wait_until(database: Path, proc: subprocess.Popen, *, runs: int, photos: int, timeout: float = 60.0) -> None:
+    """Poll the library until `runs` index runs have started and `photos` photos are committed."""
     import sqlite3
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         try:
             with sqlite3.connect(database) as conn:
-                if conn.execute("select count(*) from index_runs").fetchone()[0] >= run:
-                    return
+                started = conn.execute("select count(*) from index_runs").fetchone()[0]
+                committed = conn.execute("select count(*) from images").fetchone()[0]
+            if started >= runs and committed >= photos:
+                return
         except sqlite3.OperationalError:
             pass
-        time.sleep(0.02)
+        time.sleep(0.01)
 
 
 def test_sigkill_at_random_moments_loses_nothing(tmp_path):
+    total, batch = 600, 64  # the CLI commits 64 photos at a time
     photos = tmp_path / "photos"
     photos.mkdir()
-    for i in range(240):
-        synthetic_photo(i, (1200, 900)).save(photos / f"p{i:03d}.jpg", quality=85)
+    for i in range(total):
+        synthetic_photo(i, (640, 480)).save(photos / f"p{i:03d}.jpg", quality=85)
     home = tmp_path / "home"
     library = open_library(home)
     library.install_model(random_model())
@@ -189,17 +193,22 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
     script.write_text(KILLER)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     rng = np.random.default_rng(0)
-    for run, moment in enumerate(rng.uniform(0.0, 1.0, size=5), start=1):
+    committed = 0
+    for run in range(1, 6):
         proc = subprocess.Popen(
             [sys.executable, str(script), str(home), str(photos)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_for_run(home / "library.db", run, proc)  # the run has started: now kill it at a random moment
-        time.sleep(moment)
+        # A random moment of progress that leaves at least two batches to do, so the kill lands
+        # mid-run: while scanning (target = what is already committed), decoding or committing.
+        target = int(rng.integers(committed, max(committed + 1, total - 2 * batch)))
+        wait_until(home / "library.db", proc, runs=run, photos=target)
+        time.sleep(rng.uniform(0.0, 0.1))
         proc.kill()
         proc.wait()
+        committed = open_library(home).store.count_images("ok")
     done = subprocess.run(
         [sys.executable, str(script), str(home), str(photos)], env=env, capture_output=True, text=True
     )
@@ -207,11 +216,11 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
     library = open_library(home)
     assert library.store.integrity_ok()
     rows = list(library.store.db["images"].rows)
-    assert len(rows) == 240 and len({r["path"] for r in rows}) == 240
+    assert len(rows) == total and len({r["path"] for r in rows}) == total
     assert all(r["status"] == "ok" for r in rows)
     ids, _ = library.store.codes(library.hash_model()[0])
     assert sorted(library.index.ids().tolist()) == sorted(ids.tolist()) == sorted(r["id"] for r in rows)
     runs = [r["status"] for r in library.store.db["index_runs"].rows]
     assert runs.count("done") >= 1
-    assert runs.count("running") >= 4, runs  # the kills landed mid-run (a killed run stays "running")
+    assert runs.count("running") == 5, runs  # every kill landed mid-run (a killed run stays "running")
     assert runs[-1] == "done"
