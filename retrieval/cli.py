@@ -19,9 +19,22 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from models.clip import WeightsUnavailable
     from retrieval.bench import BenchError
     from retrieval.ingest import IngestError
+    from retrieval.library import NoHashModel
+    from retrieval.search import EmptyLibrary
     from retrieval.store import StoreError
+    from retrieval.train import NothingToTrain
 
-    return (WeightsUnavailable, StoreError, BenchError, IngestError, ValueError, OSError)
+    return (
+        WeightsUnavailable,
+        StoreError,
+        BenchError,
+        IngestError,
+        NoHashModel,
+        EmptyLibrary,
+        NothingToTrain,
+        ValueError,
+        OSError,  # ValueError covers ImageDecodeError and bad arguments
+    )
 
 
 DEFAULT_WIKI = "../shared/datasets/wiki/wikiData.mat"
@@ -100,13 +113,13 @@ def index_command(ctx, paths, tags_file, workers, max_megapixels, as_json) -> No
 @click.pass_context
 def train_command(ctx, bits, seed, as_json) -> None:
     """Train the hash model on the library's photos and tags; recompute every code, rebuild the index."""
-    from retrieval.train import NothingToTrain, train_library
+    from retrieval.train import train_library
 
     library = open_library(ctx)
     warn_demo(library)
     try:
         metrics = train_library(library, bits=bits, seed=seed)
-    except (NothingToTrain, *user_errors()) as e:
+    except user_errors() as e:
         raise click.ClickException(str(e)) from e
     if as_json:
         click.echo(json.dumps(metrics, indent=1))
@@ -143,14 +156,13 @@ def result_options(command):
 @click.pass_context
 def search_command(ctx, query, k, radius, rerank, as_json) -> None:
     """Photos matching QUERY, e.g. "dog, beach", best first."""
-    from retrieval.library import NoHashModel
-    from retrieval.search import EmptyLibrary, search
+    from retrieval.search import search
 
     library = open_library(ctx)
     warn_demo(library)
     try:
         results = search(library, query, k=k, radius=radius, rerank=rerank)
-    except (EmptyLibrary, NoHashModel, *user_errors()) as e:
+    except user_errors() as e:
         raise click.ClickException(str(e)) from e
     print_results(results, as_json)
 
@@ -171,17 +183,13 @@ def print_results(results, as_json: bool) -> None:
 @click.pass_context
 def similar_command(ctx, photo, k, radius, rerank, as_json) -> None:
     """Photos like PHOTO (in the library or not), best first."""
-    from retrieval.imageio import ImageDecodeError
-    from retrieval.library import NoHashModel
-    from retrieval.search import EmptyLibrary, similar
+    from retrieval.search import similar
 
     library = open_library(ctx)
     warn_demo(library)
     try:
         results = similar(library, photo, k=k, radius=radius, rerank=rerank)
-    except ImageDecodeError as e:
-        raise click.ClickException(f"{photo}: {e}") from e
-    except (EmptyLibrary, NoHashModel, *user_errors()) as e:
+    except user_errors() as e:
         raise click.ClickException(str(e)) from e
     print_results(results, as_json)
 

@@ -193,7 +193,7 @@ def index_paths(
         summary.removed = len(gone)
 
     for key, reason in problems.items():  # unreadable entries found by the scan
-        _record_failure(library, key, 0, 0.0, reason, summary, known)
+        _record_failure(library, key, 0, 0.0, reason, summary)
 
     current = library.hash_model()
     summary.needs_model = current is None and bool(todo)
@@ -211,7 +211,7 @@ def index_paths(
         for key, (_real, (decoded, error, digest)) in zip(todo, stream):
             _, size, mtime = found[key]
             if decoded is None:
-                _record_failure(library, key, size, mtime, error, summary, known, digest)
+                _record_failure(library, key, size, mtime, error, summary, digest)
             else:
                 batch.append((key, decoded, digest))
             if len(batch) >= batch_size:
@@ -234,7 +234,7 @@ def index_paths(
     return summary
 
 
-def _record_failure(library, key, size, mtime, reason, summary, known, digest=None) -> None:
+def _record_failure(library, key, size, mtime, reason, summary, digest=None) -> None:
     record: NewImage = {
         "path": key,
         "size": size,

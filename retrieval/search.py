@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.imageio import decode_image
+from retrieval.imageio import ImageDecodeError, decode_image
 from retrieval.library import Library, NoHashModel
 
 
@@ -36,10 +36,7 @@ def search(
     query = query.strip()
     if not query:
         raise ValueError("empty query: type one or more tags, e.g. 'dog, beach'")
-    if library.store.count_images("ok") == 0:
-        raise EmptyLibrary("the library is empty: index a folder first (hashlens index PATH)")
-    if library.hash_model() is None:
-        raise NoHashModel("no hash model yet: run `hashlens train` first")
+    _require_searchable(library)
     vector = library.encoder.encode_texts([query])  # [1, dim]
     return _rank(library, vector, "text", k=k, radius=radius, rerank=rerank, shortlist=shortlist)
 
@@ -48,16 +45,16 @@ def similar(
     library: Library, photo: str | Path, *, k: int = 20, radius: int | None = None, rerank: bool = True
 ) -> list[SearchResult]:
     """Photos like `photo` (in the library or not), best first; the photo itself is left out."""
-    if library.store.count_images("ok") == 0:
-        raise EmptyLibrary("the library is empty: index a folder first (hashlens index PATH)")
-    if library.hash_model() is None:
-        raise NoHashModel("no hash model yet: run `hashlens train` first")
+    _require_searchable(library)
     path = Path(photo).expanduser().resolve()
     record = library.store.image_by_path(str(path))
     if record is not None and record["status"] == "ok":
         vector = library.store.embeddings_of(library.encoder_name, [record["id"]])
-    else:  # not in the library: decode it now (raises ImageDecodeError with the reason)
-        decoded = decode_image(path, target=library.encoder.image_size)
+    else:  # not in the library: decode it now
+        try:
+            decoded = decode_image(path, target=library.encoder.image_size)
+        except ImageDecodeError as e:
+            raise ImageDecodeError(f"{photo}: {e}") from e
         vector = library.encoder.encode_images([decoded.image])
     results = _rank(library, vector, "image", k=k + 1, radius=radius, rerank=rerank, shortlist=10)
     return (
@@ -65,6 +62,13 @@ def similar(
         if radius is None
         else [r for r in results if r.path != str(path)]
     )
+
+
+def _require_searchable(library: Library) -> None:
+    if library.store.count_images("ok") == 0:
+        raise EmptyLibrary("the library is empty: index a folder first (hashlens index PATH)")
+    if library.hash_model() is None:
+        raise NoHashModel("no hash model yet: run `hashlens train` first")
 
 
 def _rank(library, vector, modality, *, k, radius, rerank, shortlist) -> list[SearchResult]:

@@ -116,5 +116,6 @@ def test_similar_to_a_broken_photo_is_one_clear_error(colour_library, tmp_path):
 
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff garbage")
-    with pytest.raises(ImageDecodeError, match="not an image|damaged"):
+    with pytest.raises(ImageDecodeError, match="not an image|damaged") as error:
         similar(colour_library, broken)
+    assert "broken.jpg" in str(error.value)  # the one line names the photo
