@@ -1,6 +1,8 @@
 """The FAISS binary index: a cache of the codes stored in SQLite, searched by Hamming distance.
 
-IndexBinaryIDMap2(IndexBinaryFlat(bits)) with ids = SQLite image ids. Beside the index file a
+IndexBinaryIDMap2(IndexBinaryFlat(bits)) with ids = SQLite image ids, persisted; searches go
+through a BucketIndex built from it on first use (photos grouped by identical code, see
+retrieval/buckets.py), which is much faster than the flat scan on sparse codes. Beside the index file a
 small JSON file records what it was built from (hash model id, count, checksum of the ids);
 when the index is opened and that record disagrees with SQLite, the index is rebuilt from the
 stored codes, so a crash between a database commit and an index save loses nothing.
@@ -16,6 +18,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from retrieval.buckets import BucketIndex
+
 
 def ids_checksum(ids: np.ndarray) -> str:
     return hashlib.sha256(np.sort(np.asarray(ids, np.int64)).tobytes()).hexdigest()
@@ -28,6 +32,7 @@ class CodeIndex:
         self.bits = bits
         self.model_id = model_id
         self.index = faiss.IndexBinaryIDMap2(faiss.IndexBinaryFlat(bits))
+        self._buckets: BucketIndex | None = None  # search structure, rebuilt after any change
 
     # --- building --------------------------------------------------------------------------
 
@@ -44,11 +49,13 @@ class CodeIndex:
             return
         self.remove(ids)
         self.index.add_with_ids(np.ascontiguousarray(codes, np.uint8), ids)
+        self._buckets = None
 
     def remove(self, ids: np.ndarray) -> None:
         ids = np.ascontiguousarray(ids, np.int64)
         if len(ids):
             self.index.remove_ids(faiss.IDSelectorBatch(ids))
+            self._buckets = None
 
     @property
     def ntotal(self) -> int:
@@ -57,22 +64,30 @@ class CodeIndex:
     def ids(self) -> np.ndarray:
         return faiss.vector_to_array(self.index.id_map).astype(np.int64)
 
+    def codes(self) -> np.ndarray:
+        """Packed codes [n, bits/8], in the order of ids()."""
+        flat = faiss.downcast_IndexBinary(self.index.index)
+        return faiss.vector_to_array(flat.xb).reshape(self.ntotal, self.bits // 8)
+
     def nbytes(self) -> int:
-        """Bytes held in memory: the codes and their ids."""
-        return self.ntotal * (self.bits // 8 + 8)
+        """Bytes held in memory: the FAISS codes and ids, and the bucket search structure."""
+        return self.ntotal * (self.bits // 8 + 8) + self.buckets.nbytes()
+
+    @property
+    def buckets(self) -> BucketIndex:
+        if self._buckets is None:
+            self._buckets = BucketIndex(self.ids(), self.codes(), self.bits)
+        return self._buckets
 
     # --- search ----------------------------------------------------------------------------
 
-    def knn(self, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(distances [q, k], ids [q, k]); id -1 where fewer than k items exist."""
-        k = max(1, min(k, self.ntotal)) if self.ntotal else 1
-        return self.index.search(np.ascontiguousarray(codes, np.uint8), k)
+    def knn(self, code: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest items to one packed code: (distances, ids), nearest first."""
+        return self.buckets.knn(code, k)
 
     def radius(self, code: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
-        """Every item within Hamming distance r of one code: (distances, ids), nearest first."""
-        lims, dist, ids = self.index.range_search(np.ascontiguousarray(code, np.uint8).reshape(1, -1), r + 1)
-        order = np.argsort(dist, kind="stable")
-        return dist[order].astype(np.int32), ids[order]
+        """Every item within Hamming distance r of one packed code: (distances, ids), nearest first."""
+        return self.buckets.radius(code, r)
 
     # --- persistence -----------------------------------------------------------------------
 

@@ -79,9 +79,7 @@ def _rank(library, vector, modality, *, k, radius, rerank, shortlist) -> list[Se
     if radius is not None:
         distances, ids = index.radius(code[0], radius)
     else:
-        d, i = index.knn(code, k * shortlist if rerank else k)
-        keep = i[0] >= 0
-        distances, ids = d[0][keep], i[0][keep]
+        distances, ids = index.knn(code[0], k * shortlist if rerank else k)
     if len(ids) == 0:
         return []
     if rerank:
