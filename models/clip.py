@@ -119,8 +119,31 @@ class OpenClipEncoder:
         out = []
         for i in range(0, len(texts), self.batch_size):
             tokens = self.tokenizer(texts[i : i + self.batch_size])
-            out.append(self.model.encode_text(tokens).float().numpy())
+            out.append(self._encode_tokens(tokens).float().numpy())
         return _normalise(np.concatenate(out)) if out else np.zeros((0, self.dim), np.float32)
+
+    def _encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """CLIP's text tower on tokens cut after the longest text's last token.
+
+        Tags are short: "dog, beach" is 5 tokens of the 77 the tokenizer pads to. The tower's
+        attention is causal and it pools at the end-of-text token, so the padding after it
+        never changes the result; cutting it makes a query several times faster.
+        """
+        m = self.model
+        trimmable = isinstance(getattr(m, "attn_mask", None), torch.Tensor) and getattr(m, "text_pool_type", "") in (
+            "argmax",
+        )
+        if not trimmable:
+            return m.encode_text(tokens)
+        from open_clip.model import text_global_pool
+
+        length = int((tokens != 0).sum(1).max())
+        tokens = tokens[:, :length]
+        cast = m.transformer.get_cast_dtype()
+        x = m.token_embedding(tokens).to(cast) + m.positional_embedding[:length].to(cast)
+        x = m.ln_final(m.transformer(x, attn_mask=m.attn_mask[:length, :length]))
+        x = text_global_pool(x, tokens, m.text_pool_type, eos_token_id=getattr(m, "text_eos_id", None))
+        return m.text_projection(x) if isinstance(m.text_projection, torch.nn.Linear) else x @ m.text_projection
 
 
 class FakeEncoder:

@@ -5,14 +5,16 @@ neighbours sit within a Hamming distance of one or two. So the index keeps one s
 the distinct codes (as 64-bit keys) and, per distinct code, the ids of its photos. A query
 first probes its own code and every code one and two bit flips away (binary search in the
 sorted keys, 2,081 probes at 64 bits); when those buckets hold at least k photos the answer is
-exact and done. Otherwise it falls back to a scan over the distinct codes, which is still
-exact. Memory: 8 bytes per photo (its id) plus 16 bytes per distinct code (key, start, size).
+exact and done. Otherwise it falls back to a FAISS scan over the distinct codes, still exact.
+Memory: 4 bytes per photo (its id) plus, per distinct code, its key, its FAISS copy and where
+its photos start.
 """
 
 from __future__ import annotations
 
 from itertools import combinations
 
+import faiss
 import numpy as np
 
 PROBE_RADIUS = 2  # bit flips enumerated before falling back to a scan of the distinct codes
@@ -43,11 +45,19 @@ class BucketIndex:
             unique, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
             self.keys = unique  # [u, words]
         order = np.argsort(inverse.ravel(), kind="stable")
-        self.ids = ids[order]  # photo ids grouped by bucket
+        small = len(ids) == 0 or (ids.min() >= 0 and ids.max() < 2**31)  # SQLite row ids of a photo library
+        self.ids = ids[order].astype(np.int32 if small else np.int64)  # photo ids grouped by bucket
         offsets = np.int32 if len(ids) < 2**31 else np.int64
-        self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(offsets)  # bucket b: from starts[b]
-        self.sizes = counts.astype(offsets)
+        self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(offsets)  # bucket b: ids[starts[b]:starts[b+1]]
         self._masks = self._flip_masks() if self.words == 1 else []
+        distinct = unique.reshape(len(unique), self.words).astype(">u8").view(np.uint8)[:, : -(-bits // 8)]
+        self._scan_index = faiss.IndexBinaryFlat(bits)  # the fallback: exact scan of the distinct codes
+        if len(distinct):
+            self._scan_index.add(np.ascontiguousarray(distinct))
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.starts)
 
     def _flip_masks(self) -> list[np.ndarray]:
         """XOR masks of every code at distance 0, 1, …, PROBE_RADIUS (bits sit at the top of the word)."""
@@ -62,10 +72,10 @@ class BucketIndex:
 
     @property
     def distinct_codes(self) -> int:
-        return len(self.sizes)
+        return len(self.starts) - 1
 
     def nbytes(self) -> int:
-        return self.keys.nbytes + self.ids.nbytes + self.starts.nbytes + self.sizes.nbytes
+        return self.keys.nbytes + self.ids.nbytes + self.starts.nbytes + self._scan_index.ntotal * self.bits // 8
 
     # --- search ----------------------------------------------------------------------------
 
@@ -80,15 +90,12 @@ class BucketIndex:
                 hit = self._lookup(key[0] ^ masks)
                 buckets.append(hit)
                 dists.append(np.full(len(hit), r, np.int32))
-                found += int(self.sizes[hit].sum())
+                found += int((self.starts[hit + 1] - self.starts[hit]).sum())
                 if found >= k:  # everything within r is found and it is enough: exact
                     return self._gather(np.concatenate(buckets), np.concatenate(dists), k)
-        d = self._scan(key)
-        within = np.cumsum(np.bincount(d, weights=self.sizes, minlength=self.bits + 1))
-        limit = int(np.searchsorted(within, min(k, len(self.ids))))  # smallest distance covering k photos
-        chosen = np.flatnonzero(d <= limit)
-        chosen = chosen[np.argsort(d[chosen], kind="stable")]
-        return self._gather(chosen, d[chosen], k)
+        # k nearest distinct codes always hold at least k photos
+        d, chosen = self._scan_index.search(self._packed(code), min(k, self.distinct_codes))
+        return self._gather(chosen[0], d[0], k)
 
     def radius(self, code: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
         """Every photo within Hamming distance r of one packed code: (distances, ids), nearest first."""
@@ -99,10 +106,9 @@ class BucketIndex:
             hits = [self._lookup(key[0] ^ masks) for masks in self._masks[: r + 1]]
             dists = [np.full(len(h), i, np.int32) for i, h in enumerate(hits)]
             return self._gather(np.concatenate(hits), np.concatenate(dists), len(self.ids))
-        d = self._scan(key)
-        chosen = np.flatnonzero(d <= r)
-        chosen = chosen[np.argsort(d[chosen], kind="stable")]
-        return self._gather(chosen, d[chosen], len(self.ids))
+        _, d, chosen = self._scan_index.range_search(self._packed(code), r + 1)
+        order = np.argsort(d, kind="stable")
+        return self._gather(chosen[order], d[order], len(self.ids))
 
     def _lookup(self, probes: np.ndarray) -> np.ndarray:
         """Buckets whose key is one of `probes`."""
@@ -110,17 +116,14 @@ class BucketIndex:
         pos[pos == len(self.keys)] = 0
         return pos[self.keys[pos] == probes]
 
-    def _scan(self, key: np.ndarray) -> np.ndarray:
-        """Hamming distance from `key` to every distinct code."""
-        keys = self.keys.reshape(len(self.keys), -1)
-        return np.bitwise_count(keys ^ key).sum(axis=1, dtype=np.int32)
+    def _packed(self, code: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.asarray(code, np.uint8).reshape(1, -1))
 
     def _gather(self, buckets: np.ndarray, dists: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The first k photos of `buckets` (already nearest first), with their distances."""
-        sizes = self.sizes[buckets]
+        sizes = self.starts[buckets + 1] - self.starts[buckets]
         keep = int(np.searchsorted(np.cumsum(sizes), k)) + 1  # buckets needed to reach k photos
-        buckets, sizes, dists = buckets[:keep], sizes[:keep], dists[:keep]
-        sizes = sizes.astype(np.int64)
+        buckets, sizes, dists = buckets[:keep], sizes[:keep].astype(np.int64), dists[:keep]
         total = int(sizes.sum())
         offsets = np.repeat(self.starts[buckets] - (np.cumsum(sizes) - sizes), sizes) + np.arange(total)
-        return np.repeat(dists, sizes)[:k].astype(np.int32), self.ids[offsets[:k]]
+        return np.repeat(dists, sizes)[:k].astype(np.int32), self.ids[offsets[:k]].astype(np.int64)

@@ -153,15 +153,16 @@ def result_options(command):
 @main.command("search")
 @click.argument("query")
 @result_options
+@click.option("--free-text", is_flag=True, help="Search for any text, not only known tags.")
 @click.pass_context
-def search_command(ctx, query, k, radius, rerank, as_json) -> None:
-    """Photos matching QUERY, e.g. "dog, beach", best first."""
+def search_command(ctx, query, k, radius, rerank, as_json, free_text) -> None:
+    """Photos matching QUERY, best first: tags ("dog, beach") or a boolean query ("dog AND beach NOT night")."""
     from retrieval.search import search
 
     library = open_library(ctx)
     warn_demo(library)
     try:
-        results = search(library, query, k=k, radius=radius, rerank=rerank)
+        results = search(library, query, k=k, radius=radius, rerank=rerank, free_text=free_text)
     except user_errors() as e:
         raise click.ClickException(str(e)) from e
     print_results(results, as_json)
@@ -192,6 +193,40 @@ def similar_command(ctx, photo, k, radius, rerank, as_json) -> None:
     except user_errors() as e:
         raise click.ClickException(str(e)) from e
     print_results(results, as_json)
+
+
+@main.command("tag")
+@click.argument("photo", type=click.Path())
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1), help="How many suggestions.")
+@click.option(
+    "--accept", "accepted", multiple=True, help="Store TAG on the photo as your own (repeat, or comma-separate)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {tag, score} (with --accept: the tags).")
+@click.pass_context
+def tag_command(ctx, photo, k, accepted, as_json) -> None:
+    """Suggested tags for PHOTO with calibrated scores; --accept stores chosen ones."""
+    from retrieval.annotate import accept_tags, current_calibration, suggest_tags
+
+    library = open_library(ctx)
+    warn_demo(library)
+    try:
+        if accepted:
+            tags = accept_tags(library, photo, [t for a in accepted for t in a.split(",")])
+            if as_json:
+                click.echo(json.dumps({"path": photo, "tags": tags}))
+            else:
+                click.echo(f"{photo}: {', '.join(tags)}")
+            return
+        suggestions = suggest_tags(library, photo, k=k)
+    except user_errors() as e:
+        raise click.ClickException(str(e)) from e
+    if not current_calibration(library).calibrated:
+        click.echo("note: scores are not calibrated yet (train with 50 or more tagged photos)", err=True)
+    if as_json:
+        click.echo(json.dumps([s.to_dict() for s in suggestions], indent=1))
+        return
+    for s in suggestions:
+        click.echo(f"{s.score:6.3f}  {s.tag}")
 
 
 @main.command("stats")
@@ -270,6 +305,27 @@ def bench_index(ctx, out_dir, photos, rerun_photos, repeats) -> None:
         run_index_bench(
             out_dir, encoder=ctx.obj["encoder"] or "random", photos=photos, rerun_photos=rerun_photos, repeats=repeats
         )
+    except user_errors() as e:
+        raise click.ClickException(str(e)) from e
+
+
+@bench.command("search")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option(
+    "--sizes", default="1000000,10000000", show_default=True, help="Photo counts for the latency runs, comma-separated."
+)
+@click.option("--e2e-photos", default=100_000, show_default=True, type=click.IntRange(100))
+@click.option("--queries", default=1000, show_default=True, type=click.IntRange(10))
+def bench_search(out_dir, sizes, e2e_photos, queries) -> None:
+    """Search latency at 1M and 10M photos against FAISS, and end to end in a warm library."""
+    from retrieval.bench_search import run_search_bench
+
+    try:
+        counts = [int(s.replace("_", "")) for s in sizes.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter(f"--sizes wants comma-separated counts, got {sizes!r}") from None
+    try:
+        run_search_bench(out_dir, sizes=counts, e2e_photos=e2e_photos, queries=queries)
     except user_errors() as e:
         raise click.ClickException(str(e)) from e
 

@@ -6,6 +6,7 @@ Opening a Library is cheap: the encoder (a CLIP model) loads on first use, and t
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -89,6 +90,11 @@ class Library:
             )
         return self._index
 
+    def model_metrics(self) -> dict:
+        """What training recorded about the current hash model ({} when there is none)."""
+        row = self.store.current_model(self.encoder_name)
+        return json.loads(row["metrics"]) if row else {}
+
     def install_model(self, model: SparseHash, *, metrics: dict | None = None) -> int:
         """Make `model` the current hash model: store it, recompute every photo's code from the
         stored embeddings (no photo is decoded again) and rebuild the index. Returns its id."""
@@ -111,6 +117,20 @@ class Library:
     def save_index(self) -> None:
         if self._index is not None:
             self._index.save(self.settings.index_path)
+
+    def embed_photo(self, photo: str | Path) -> tuple[int | None, np.ndarray]:
+        """(library id or None, embedding [dim]) of a photo; decoded only when not in the library."""
+        from retrieval.imageio import ImageDecodeError, decode_image
+
+        path = Path(photo).expanduser().resolve()
+        record = self.store.image_by_path(str(path))
+        if record is not None and record["status"] == "ok":
+            return record["id"], self.store.embeddings_of(self.encoder_name, [record["id"]])[0]
+        try:
+            decoded = decode_image(path, target=self.encoder.image_size)
+        except ImageDecodeError as e:
+            raise ImageDecodeError(f"{photo}: {e}") from e
+        return None, self.encoder.encode_images([decoded.image])[0]
 
     # --- facts -----------------------------------------------------------------------------
 

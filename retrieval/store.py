@@ -104,7 +104,14 @@ def m002_create_meta(db: sqlite_utils.Database) -> None:
     db["meta"].create({"key": str, "value": str}, pk="key")  # library-wide settings, e.g. its encoder
 
 
-MIGRATIONS = [m001_create_tables, m002_create_meta]
+def m003_create_tag_cache(db: sqlite_utils.Database) -> None:
+    # Tag text embeddings per encoder and tag codes per hash model, keyed by tag text: the shipped
+    # vocabulary's tags are cached here before any photo carries them.
+    db["tag_embeddings"].create({"tag": str, "encoder": str, "vector": bytes}, pk=("tag", "encoder"))
+    db["tag_codes"].create({"tag": str, "model_id": int, "code": bytes}, pk=("tag", "model_id"))
+
+
+MIGRATIONS = [m001_create_tables, m002_create_meta, m003_create_tag_cache]
 
 
 class Store:
@@ -218,6 +225,45 @@ class Store:
         )
         return [r[0] for r in self.db.execute(sql, [image_id]).fetchall()]
 
+    def tag_names(self) -> list[str]:
+        """Every tag some photo carries, sorted."""
+        sql = "select distinct t.name from image_tags it join tags t on t.id = it.tag_id order by 1"
+        return [r[0] for r in self.db.execute(sql)]
+
+    def tags_by_image(self) -> dict[int, list[str]]:
+        """Image id -> its tags (any source), sorted."""
+        out: dict[int, list[str]] = {}
+        sql = "select distinct it.image_id, t.name from image_tags it join tags t on t.id = it.tag_id order by 2"
+        for image_id, name in self.db.execute(sql):
+            out.setdefault(image_id, []).append(name)
+        return out
+
+    def cached_tag_vectors(self, encoder: str, tags: list[str]) -> dict[str, np.ndarray]:
+        rows = self.db.execute("select tag, vector from tag_embeddings where encoder = ?", [encoder]).fetchall()
+        wanted = set(tags)
+        return {t: np.frombuffer(v, np.float16).astype(np.float32) for t, v in rows if t in wanted}
+
+    def put_tag_vectors(self, encoder: str, tags: list[str], vectors: np.ndarray) -> None:
+        rows = (
+            {"tag": t, "encoder": encoder, "vector": np.asarray(v, np.float16).tobytes()} for t, v in zip(tags, vectors)
+        )
+        self.db["tag_embeddings"].insert_all(rows, replace=True)
+
+    def cached_tag_codes(self, model_id: int) -> dict[str, bytes]:
+        return dict(self.db.execute("select tag, code from tag_codes where model_id = ?", [model_id]).fetchall())
+
+    def put_tag_codes(self, model_id: int, tags: list[str], codes: np.ndarray) -> None:
+        rows = ({"tag": t, "model_id": model_id, "code": bytes(c)} for t, c in zip(tags, codes))
+        self.db["tag_codes"].insert_all(rows, replace=True)
+
+    def images_tagged(self, tag: str) -> list[int]:
+        """Ids of live images carrying `tag` (any source)."""
+        sql = (
+            "select distinct it.image_id from image_tags it join tags t on t.id = it.tag_id "
+            "join images i on i.id = it.image_id where t.name = ? and i.status = 'ok'"
+        )
+        return [r[0] for r in self.db.execute(sql, [tag])]
+
     def count_tags(self) -> int:
         return self.db.execute("select count(distinct tag_id) from image_tags").fetchone()[0]
 
@@ -270,6 +316,9 @@ class Store:
             .last_pk
         )
 
+    def set_model_metrics(self, model_id: int, metrics: dict) -> None:
+        self.db["hash_models"].update(model_id, {"metrics": json.dumps(metrics)})
+
     def put_codes(self, model_id: int, ids: Iterable[int], codes: np.ndarray) -> None:
         self.db["codes"].insert_all(
             ({"image_id": int(i), "model_id": model_id, "code": bytes(c)} for i, c in zip(ids, codes)), replace=True
@@ -285,6 +334,14 @@ class Store:
         if not rows:
             return np.zeros(0, np.int64), np.zeros((0, 0), np.uint8)
         return np.array([r[0] for r in rows], np.int64), np.stack([np.frombuffer(r[1], np.uint8) for r in rows])
+
+    def codes_of(self, model_id: int, ids: np.ndarray) -> np.ndarray:
+        """Packed codes [n, bytes] of `ids` under `model_id`, in that order."""
+        ids = [int(i) for i in ids]
+        marks = ",".join("?" * len(ids))
+        sql = f"select image_id, code from codes where model_id = ? and image_id in ({marks})"
+        rows = dict(self.db.execute(sql, [model_id, *ids]).fetchall())
+        return np.stack([np.frombuffer(rows[i], np.uint8) for i in ids])
 
     # --- index runs ------------------------------------------------------------------------
 

@@ -259,64 +259,98 @@ def _kmeans_labels(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     return km.index.search(np.ascontiguousarray(x, np.float32), 1)[1][:, 0]
 
 
-def library_training_data(library, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+def library_training_data(
+    library, *, seed: int = 0, exclude: set[int] | frozenset = frozenset()
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """(image embeddings, text embeddings, multi-hot labels, facts) for training on a library.
 
     Supervision, best first: the photo's own tags (user, sidecar, XMP/IPTC, accepted). A photo
-    without tags gets CLIP's stand-ins: the library tag its embedding is closest to (zero-shot)
-    as its text, and, for every photo, a cluster of its image neighbours (k-means) as a label,
-    so a library without any tag still trains. Tagged photos' text is their tag list.
+    without tags gets CLIP's stand-ins: the tag its embedding is closest to (zero-shot; over the
+    library's tags, or over the shipped vocabulary when the library has none) as its text, and,
+    for every photo, a cluster of its image neighbours (k-means) as a label, so a library without
+    any tag still trains. Tagged photos' text is their tag list. Photos in `exclude` (held out
+    for calibration) are left out.
     """
+    from retrieval.vocabulary import TagVocabulary, shipped_vocabulary
+
     ids, images = library.embeddings()
+    keep = np.array([int(i) not in exclude for i in ids], bool)
+    ids, images = ids[keep], images[keep]
     if len(ids) < 8:
         raise NothingToTrain(f"the library has {len(ids)} embedded photos; index at least 8 before training")
-    tags_by_image: dict[int, list[str]] = {}
-    for image_id, name in library.store.db.execute(
-        "select it.image_id, t.name from image_tags it join tags t on t.id = it.tag_id order by t.name"
-    ):
-        tags_by_image.setdefault(image_id, [])
-        if name not in tags_by_image[image_id]:
-            tags_by_image[image_id].append(name)
-    vocabulary = sorted({t for tags in tags_by_image.values() for t in tags})
-    tag_vectors = library.encoder.encode_texts(vocabulary) if vocabulary else None
-    texts, label_sets, tagged = [], [], 0
+    tags_by_image = library.store.tags_by_image()
+    vocabulary = sorted({t for i in ids for t in tags_by_image.get(int(i), [])})
+    zero_shot = vocabulary or shipped_vocabulary()
+    tag_vectors = TagVocabulary(library).vectors(zero_shot)
+    texts, label_sets, has_tags = [], [], []
     for row, image_id in enumerate(ids):
         tags = tags_by_image.get(int(image_id))
-        if tags:
-            tagged += 1
-        elif tag_vectors is not None:  # zero-shot: the closest library tag
-            tags = [vocabulary[int(np.argmax(tag_vectors @ images[row]))]]
-        texts.append(", ".join(tags) if tags else None)
-        label_sets.append(set(tags or []))
+        has_tags.append(bool(tags))
+        if not tags:  # zero-shot: the closest tag
+            tags = [zero_shot[int(np.argmax(tag_vectors @ images[row]))]]
+        texts.append(", ".join(tags))
+        label_sets.append(set(tags))
     clusters = _kmeans_labels(images, max(2, min(64, int(np.sqrt(len(ids) / 2)))), seed)
+    vocabulary = sorted(set().union(*label_sets))
     label_names = vocabulary + [f"cluster {c}" for c in range(int(clusters.max()) + 1)]
     labels = np.zeros((len(ids), len(label_names)), np.float32)
     index = {name: i for i, name in enumerate(label_names)}
     for row, names in enumerate(label_sets):
         for name in names:
             labels[row, index[name]] = 1
-        if not names:  # untagged photos share a label with their image neighbours
+        if not has_tags[row]:  # untagged photos also share a label with their image neighbours
             labels[row, len(vocabulary) + clusters[row]] = 1
-    # Photos with no text at all (a library without tags) stand in with their own CLIP embedding,
-    # which lives in the same space as the text embeddings.
-    with_text = [i for i, t in enumerate(texts) if t is not None]
-    text_vectors = images.copy()
-    if with_text:
-        text_vectors[with_text] = library.encoder.encode_texts([texts[i] for i in with_text])
+    unique_texts = list(dict.fromkeys(texts))  # many photos share a tag list: encode each once
+    encoded = dict(zip(unique_texts, library.encoder.encode_texts(unique_texts)))
+    text_vectors = np.stack([encoded[t] for t in texts])
     facts = {
         "photos": int(len(ids)),
-        "tagged": tagged,
+        "tagged": int(sum(has_tags)),
         "vocabulary": len(vocabulary),
         "clusters": int(clusters.max()) + 1,
     }
     return images, text_vectors, labels, facts
 
 
-def train_library(library, *, bits: int = 64, seed: int = 0, progress=None) -> dict:
-    """Train a hash model on the library's own photos and install it (codes and index rebuilt)."""
-    images, texts, labels, facts = library_training_data(library, seed=seed)
+def match_radius(model: SparseHash, images, texts, labels, *, seed: int = 0, queries: int = 300) -> int:
+    """The Hamming radius whose text→image ball has the best F1 on the training data: how far
+    a photo may be from a tag's code and still count as carrying it (boolean queries)."""
+    from models.bits import hamming_distances
+    from retrieval.evaluate import radius_precision_recall, relevance
+
+    rows = np.random.default_rng(seed).permutation(len(texts))[:queries]
+    distances = hamming_distances(model.encode(texts[rows], "text"), model.encode(images, "image"))
+    precision, recall = radius_precision_recall(distances, relevance(labels[rows], labels), model.config.bits // 4)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    return int(np.argmax(f1))
+
+
+CALIBRATION_SHARE = 0.2  # of the tagged photos, held out of training to calibrate tag scores
+CALIBRATION_MAX = 2000  # held-out photos at most (calibration cost grows with them)
+
+
+def train_library(library, *, bits: int = 64, seed: int = 0) -> dict:
+    """Train a hash model on the library's own photos and install it (codes and index rebuilt).
+
+    When the library has enough tagged photos, a share of them is held out of the training and
+    used to calibrate the tag suggestion scores (retrieval/annotate.py) under the new model.
+    """
+    from retrieval.annotate import MIN_HELD_OUT, fit_calibration
+
+    tags_by_image = library.store.tags_by_image()
+    tagged = sorted(tags_by_image)
+    held_out: list[int] = []
+    if len(tagged) * CALIBRATION_SHARE >= MIN_HELD_OUT:
+        count = min(CALIBRATION_MAX, int(len(tagged) * CALIBRATION_SHARE))
+        held_out = sorted(np.random.default_rng(seed).choice(tagged, size=count, replace=False).tolist())
+    images, texts, labels, facts = library_training_data(library, seed=seed, exclude=set(held_out))
     config = SparseHashConfig(image_dim=images.shape[1], text_dim=texts.shape[1], bits=bits, margin=0.375 * bits)
     result = train_sparsehash(images, texts, labels, config, TrainConfig(seed=seed))
     metrics = dict(facts, val_map=result.val_map, epochs=result.epochs, train_seconds=result.seconds)
-    metrics["model_id"] = library.install_model(result.model, metrics=metrics)
+    metrics["match_radius"] = match_radius(result.model, images, texts, labels, seed=seed)
+    model_id = library.install_model(result.model, metrics=metrics)
+    calibration = fit_calibration(library, held_out, {i: set(tags_by_image[i]) for i in held_out})
+    metrics.update(model_id=model_id, held_out=len(held_out), tag_calibration=calibration.__dict__)
+    with library.store.transaction():
+        library.store.set_model_metrics(model_id, metrics)
     return metrics

@@ -71,6 +71,12 @@ def test_open_clip_random_weights_end_to_end(tmp_path):
     assert vectors.shape == (17, 512)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-2)  # float16 storage
     assert library.is_demo
+    # the text tower cut after the last token gives what open_clip's full 77-token pass gives
+    encoder = library.encoder
+    texts = ["dog, beach", "a long list of tags: mountain, lake, sunset, boat, family, summer holiday"]
+    full = encoder.model.encode_text(encoder.tokenizer(texts)).detach().numpy()
+    full /= np.linalg.norm(full, axis=1, keepdims=True)
+    assert np.allclose(encoder.encode_texts(texts), full, atol=1e-5)
 
 
 def test_search_before_and_after_train_through_the_cli(tmp_path):

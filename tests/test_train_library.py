@@ -9,6 +9,7 @@ from retrieval.config import Settings
 from retrieval.ingest import index_paths
 from retrieval.library import Library
 from retrieval.train import NothingToTrain, library_training_data, train_library
+from retrieval.vocabulary import TagVocabulary, shipped_vocabulary
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 
@@ -40,9 +41,16 @@ def test_untagged_photos_get_clip_stand_ins(tmp_path):
     library = library_at(tmp_path / "home")
     index_paths(library, [photos], workers=0, progress=False)  # no tags at all
     images, texts, labels, facts = library_training_data(library)
-    assert facts["tagged"] == 0 and facts["vocabulary"] == 0
-    assert labels.sum(1).min() == 1  # every photo has a neighbour-cluster label
-    assert np.allclose(texts, images)  # no text: the photo's own CLIP embedding stands in
+    assert facts["tagged"] == 0 and facts["vocabulary"] >= 1
+    # every photo: its zero-shot tag from the shipped vocabulary, and its neighbour cluster
+    assert np.all(labels.sum(1) == 2)
+    cluster_columns = labels[:, facts["vocabulary"] :]
+    assert np.all(cluster_columns.sum(1) == 1)
+    zero_shot = [
+        shipped_vocabulary()[int(np.argmax(TagVocabulary(library).vectors(shipped_vocabulary()) @ x))] for x in images
+    ]
+    expected = library.encoder.encode_texts(zero_shot)
+    assert np.allclose(texts, expected, atol=1e-6)
     train_library(library, bits=16)
     assert library.index.ntotal == 17
 
