@@ -23,6 +23,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/hashlens bench wiki --out $(OUT)/wiki
 	$(BIN)/hashlens --encoder random bench index --out $(OUT)/index
+	$(BIN)/hashlens bench search --out $(OUT)/search
 
 app: $(STAMP)
 	$(BIN)/python -m ui.prepare

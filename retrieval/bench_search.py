@@ -21,12 +21,12 @@ import numpy as np
 
 from models.sparsehash import SparseHash, SparseHashConfig
 from retrieval.buckets import BucketIndex
-from retrieval.synthetic import AlignedConcepts
+from retrieval.synthetic import AlignedConcepts, AlignedEncoder, fill_library
 from retrieval.train import TrainConfig, train_sparsehash
 
 SHARD = 1_000_000
 CONCEPTS = 200  # distinct tags in the synthetic libraries; photos carry one to three
-IMAGE_NOISE = 0.5  # noise norm against the unit-norm concept mixture of each photo
+IMAGE_NOISE = 1.0  # noise norm against the unit-norm concept mixture of each photo
 TRAIN_PHOTOS = 4000  # the hash model's training set
 
 
@@ -137,20 +137,7 @@ def end_to_end(model: SparseHash, concepts: AlignedConcepts, out: Path, *, photo
     library = Library(Settings.resolve(home=home, encoder="random"))
     if library.store.count_images("ok") != photos:
         log(f"  building a library of {photos:,} synthetic photos in {home}")
-        vectors, _ = concepts.photos(photos, seed=99)
-        name = library.encoder_name
-        with library.store.transaction():
-            db = library.store.db
-            for table in ("codes", "embeddings", "image_tags", "images"):
-                db[table].delete_where()
-            db["images"].insert_all(
-                {"id": i + 1, "path": f"/synthetic/photo_{i:07d}.jpg", "size": 1, "mtime": 0.0, "status": "ok"}
-                for i in range(photos)
-            )
-            db["embeddings"].insert_all(
-                {"image_id": i + 1, "encoder": name, "vector": vectors[i].astype(np.float16).tobytes()}
-                for i in range(photos)
-            )
+        fill_library(library, concepts.photos(photos, seed=99)[0])
     from retrieval.search import search
 
     start = time.perf_counter()
@@ -173,8 +160,94 @@ def end_to_end(model: SparseHash, concepts: AlignedConcepts, out: Path, *, photo
     }
 
 
+def _ap(rel: np.ndarray, total: int) -> float:
+    """AP@k of one ranked 0/1 list of length k, over min(k, relevant photos in the library):
+    a search that misses relevant photos is charged for them."""
+    hits = np.cumsum(rel)
+    return float((rel * hits / np.arange(1, len(rel) + 1)).sum() / max(1, min(len(rel), total)))
+
+
+def quality_run(out: Path, *, photos: int, ks=(20, 100), tag_photos: int = 500, log) -> dict:
+    """Search and tagging quality on a library of aligned synthetic photos, half of them tagged.
+
+    Float CLIP search is meaningful here (image and text embeddings are aligned), so hashing
+    with and without re-rank is compared with it; tag suggestions are judged on the untagged
+    half, whose right tags are known but were never shown to training or calibration.
+    """
+    from retrieval.annotate import calibration_table, current_calibration, suggest_for_vector
+    from retrieval.config import Settings
+    from retrieval.library import Library
+    from retrieval.search import search
+    from retrieval.train import train_library
+
+    concepts = AlignedConcepts(concept_names(CONCEPTS), seed=0, image_noise=IMAGE_NOISE)
+    library = Library(Settings.resolve(home=out / "quality_library", encoder="fake"), encoder=AlignedEncoder(concepts))
+    vectors, labels = concepts.photos(photos, seed=5)
+    tagged = np.arange(photos) < photos // 2
+    fill_library(library, vectors, labels, tagged=tagged)
+    metrics = train_library(library, bits=64)
+    log(f"  trained on {metrics['photos']:,} photos in {metrics['train_seconds']:.1f} s")
+
+    def row_of(path: str) -> int:
+        return int(path.rsplit("_", 1)[1].split(".")[0]) - 1
+
+    methods = ("float", "hash_rerank", "hash_only")
+    maps = {k: {m: [] for m in methods} for k in ks}
+    precision = {k: {m: [] for m in methods} for k in ks}
+    for c, name in enumerate(concepts.names):
+        relevant = labels[:, c]
+        for k in ks:
+            float_top = np.argsort(-(vectors @ concepts.text(name)), kind="stable")[:k]
+            ranked = {
+                "float": relevant[float_top],
+                "hash_rerank": relevant[[row_of(r.path) for r in search(library, name, k=k)]],
+                "hash_only": relevant[[row_of(r.path) for r in search(library, name, k=k, rerank=False)]],
+            }
+            for method, rel in ranked.items():
+                maps[k][method].append(_ap(rel.astype(float), int(relevant.sum())))
+                precision[k][method].append(float(rel.mean()))
+    untagged = np.flatnonzero(~tagged)[:tag_photos]
+    scores, right, p5, r5 = [], [], [], []
+    names = np.array(concepts.names)
+    for row in untagged:
+        truth = set(names[labels[row]])
+        suggestions = suggest_for_vector(library, vectors[row], k=10, exclude_id=int(row) + 1)
+        hits = np.array([s.tag in truth for s in suggestions], float)
+        scores += [s.score for s in suggestions]
+        right += hits.tolist()
+        p5.append(hits[:5].sum() / 5)
+        r5.append(hits[:5].sum() / len(truth))
+    calibration = current_calibration(library)
+    result = {
+        "photos": photos,
+        "concepts": CONCEPTS,
+        "search": [
+            {
+                "k": k,
+                "map_at_k": {m: float(np.mean(v)) for m, v in maps[k].items()},
+                "precision_at_k": {m: float(np.mean(v)) for m, v in precision[k].items()},
+                "rerank_vs_float": float(np.mean(maps[k]["hash_rerank"]) / np.mean(maps[k]["float"])),
+            }
+            for k in ks
+        ],
+        "tag_precision_at_5": float(np.mean(p5)),
+        "tag_recall_at_5": float(np.mean(r5)),
+        "tag_precision_at_5_ceiling": float(np.mean([min(labels[r].sum(), 5) / 5 for r in untagged])),
+        "calibration_held_out": calibration.table,
+        "calibration_untagged": calibration_table(np.array(scores), np.array(right)),
+        "held_out_photos": calibration.photos,
+    }
+    return result
+
+
 def run_search_bench(
-    out: str | Path, *, sizes=(1_000_000, 10_000_000), e2e_photos: int = 100_000, queries: int = 1000, log=None
+    out: str | Path,
+    *,
+    sizes=(1_000_000, 10_000_000),
+    e2e_photos: int = 100_000,
+    quality_photos: int = 10_000,
+    queries: int = 1000,
+    log=None,
 ) -> dict:
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     out = Path(out)
@@ -192,6 +265,8 @@ def run_search_bench(
 
     torch.set_num_threads(2)
     result["end_to_end"] = end_to_end(model, concepts, out, photos=e2e_photos, queries=30, log=log)
+    log(f"search and tagging quality, {quality_photos:,} aligned photos")
+    result["quality"] = quality_run(out, photos=quality_photos, log=log)
     (out / "search_bench.json").write_text(json.dumps(result, indent=1))
     print(markdown(result))
     return result
@@ -220,4 +295,32 @@ def markdown(result: dict) -> str:
         f"{e['search_no_rerank']['p50_ms']:.1f} ms without; the text encoder alone "
         f"{e['text_encoder_alone']['p50_ms']:.1f} ms.",
     ]
+    q = result.get("quality")
+    if q:
+        lines += [
+            "",
+            f"Quality on {q['photos']:,} aligned synthetic photos ({q['concepts']} tags, half tagged), "
+            "one query per tag; AP@k over min(k, relevant photos):",
+            "",
+            "| k | float CLIP mAP@k | hashing + re-rank | hashing only | precision@k float / re-rank / only |",
+            "|---|---|---|---|---|",
+        ]
+        for s in q["search"]:
+            m, p = s["map_at_k"], s["precision_at_k"]
+            lines.append(
+                f"| {s['k']} | {m['float']:.3f} | {m['hash_rerank']:.3f} ({s['rerank_vs_float']:.1%} of float) "
+                f"| {m['hash_only']:.3f} | {p['float']:.3f} / {p['hash_rerank']:.3f} / {p['hash_only']:.3f} |"
+            )
+        lines += [
+            "",
+            f"Tag suggestions on untagged photos: precision@5 {q['tag_precision_at_5']:.3f} (ceiling "
+            f"{q['tag_precision_at_5_ceiling']:.3f}: photos carry 1–3 tags), recall@5 {q['tag_recall_at_5']:.3f}.",
+            "",
+            "| score bin | suggestions | mean score | right (untagged photos) |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['bin']} | {r['suggestions']} | {r['mean_score']:.2f} | {r['right']:.2f} |"
+            for r in q["calibration_untagged"]
+        ]
     return "\n".join(lines)

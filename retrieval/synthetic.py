@@ -68,14 +68,26 @@ class AlignedConcepts:
         self._index = {name: i for i, name in enumerate(self.names)}
 
     def photos(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """(embeddings [n, dim] float32, labels [n, concepts] bool) of n new photos."""
+        """(embeddings [n, dim] float32, labels [n, concepts] bool) of n new photos.
+
+        A photo shows one to three tagged concepts, each more or less prominent (weight 0.3 to
+        1), and two untagged ones in the background (weight up to 0.3), so a faint tagged
+        concept can look like a background one: float search is good but not perfect.
+        """
         rng = np.random.default_rng(seed)
         count = rng.choice([1, 2, 3], size=n, p=[0.5, 0.3, 0.2])  # tags per photo
         labels = np.zeros((n, len(self.names)), bool)
-        for j in range(3):
+        weights = np.zeros((n, len(self.names)), np.float32)
+        rows = np.arange(n)
+        for j in range(5):
             picks = rng.integers(0, len(self.names), n)
-            labels[np.arange(n)[count > j], picks[count > j]] = True
-        x = labels.astype(np.float32) @ self.directions
+            if j < 3:
+                shown = count > j
+                labels[rows[shown], picks[shown]] = True
+                weights[rows[shown], picks[shown]] += rng.uniform(0.3, 1.0, shown.sum())
+            else:  # background
+                weights[rows, picks] += np.where(labels[rows, picks], 0, rng.uniform(0, 0.3, n))
+        x = weights @ self.directions
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         x += self.image_noise * rng.standard_normal((n, self.dim), dtype=np.float32) / np.sqrt(self.dim)
         return x / np.linalg.norm(x, axis=1, keepdims=True), labels
