@@ -13,7 +13,7 @@ import json
 import multiprocessing
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -145,8 +145,12 @@ def index_paths(
     batch_size: int = 64,
     workers: int | None = None,
     progress: bool = True,
+    on_progress: Callable[[int, int, float], None] | None = None,
 ) -> IngestSummary:
-    """Bring the library up to date with the photos under `paths`."""
+    """Bring the library up to date with the photos under `paths`.
+
+    progress: a tqdm bar on stderr; on_progress(done, total, photos per second): for the UI.
+    """
     start = time.perf_counter()
     roots = []
     for p in paths:
@@ -219,6 +223,8 @@ def index_paths(
                 batch = []
             bar.update(1)
             bar.set_postfix_str(f"failed {summary.failed}")
+            if on_progress is not None:
+                on_progress(bar.n, len(todo), bar.n / max(time.perf_counter() - start, 1e-9))
         _commit_batch(library, batch, found, known, sidecar, current, summary)
         _apply_sidecar(library, sidecar)
         library.save_index()

@@ -138,6 +138,7 @@ def train_sparsehash(
     train_config: TrainConfig,
     *,
     epochs: int | None = None,
+    on_progress=None,
 ) -> TrainResult:
     """Train on paired (image, text, labels) items.
 
@@ -171,6 +172,8 @@ def train_sparsehash(
     history: list[dict] = []
     n = len(fit)
     for epoch in range(1, max_epochs + 1):
+        if on_progress is not None:  # (epoch, most epochs): early stopping may end sooner
+            on_progress(epoch, max_epochs)
         model.train()
         for anchors in torch.randperm(n, generator=generator).split(train_config.batch_size):
             left, right, similar = sampler.pairs(anchors)
@@ -329,7 +332,7 @@ CALIBRATION_SHARE = 0.2  # of the tagged photos, held out of training to calibra
 CALIBRATION_MAX = 2000  # held-out photos at most (calibration cost grows with them)
 
 
-def train_library(library, *, bits: int = 64, seed: int = 0) -> dict:
+def train_library(library, *, bits: int = 64, seed: int = 0, on_progress=None) -> dict:
     """Train a hash model on the library's own photos and install it (codes and index rebuilt).
 
     When the library has enough tagged photos, a share of them is held out of the training and
@@ -345,7 +348,7 @@ def train_library(library, *, bits: int = 64, seed: int = 0) -> dict:
         held_out = sorted(np.random.default_rng(seed).choice(tagged, size=count, replace=False).tolist())
     images, texts, labels, facts = library_training_data(library, seed=seed, exclude=set(held_out))
     config = SparseHashConfig(image_dim=images.shape[1], text_dim=texts.shape[1], bits=bits, margin=0.375 * bits)
-    result = train_sparsehash(images, texts, labels, config, TrainConfig(seed=seed))
+    result = train_sparsehash(images, texts, labels, config, TrainConfig(seed=seed), on_progress=on_progress)
     metrics = dict(facts, val_map=result.val_map, epochs=result.epochs, train_seconds=result.seconds)
     metrics["match_radius"] = match_radius(result.model, images, texts, labels, seed=seed)
     model_id = library.install_model(result.model, metrics=metrics)

@@ -1,37 +1,130 @@
+import io
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from retrieval.config import Settings
+from retrieval.library import Library
 from ui.prepare import prepare
 
-APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "ui" / "app.py")
 
 
 @pytest.fixture
 def app_home(tmp_path, monkeypatch):
     monkeypatch.setenv("HASHLENS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HASHLENS_ENCODER", "fake")
     import streamlit as st
 
     st.cache_resource.clear()
+    st.cache_data.clear()
     return tmp_path / "home"
 
 
-def test_search_page_shows_a_grid_of_photos(app_home):
+@pytest.fixture
+def sample_app(app_home):
     library = prepare(Settings.resolve(encoder="fake"))  # sample_data indexed and a model trained
     assert library.store.count_images("ok") == 17 and library.hash_model() is not None
-    at = AppTest.from_file(APP, default_timeout=60).run()
-    assert not at.exception
+    return library
+
+
+def run_page(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    if page:
+        at.switch_page(f"views/{page}.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def png_bytes(colour=(200, 40, 40), size=(64, 48)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_search_page_shows_the_tagged_photos_and_their_details(sample_app):
+    at = run_page()
     assert any("DEMO ENCODER" in e.value for e in at.error)
-    at.text_input[0].input("space").run()
+    at.multiselect(key="tags").select("cat").run()
     assert not at.exception
-    assert len(at.get("image")) == 12 and len(at.caption) >= 12  # a grid of 12 photos with captions
-    assert sum("Hamming" in c.value for c in at.caption) == 12
+    captions = [c.value for c in at.caption if "Hamming" in c.value]
+    assert len(captions) == 12 and len(at.get("image")) == 12  # a grid of 12 photos with captions
+    at.slider[0].set_value(3).run()
+    captions = [c.value for c in at.caption if "Hamming" in c.value]
+    assert len(captions) == 3
+    at.button(key="results-0").click().run()
+    assert not at.exception
+    assert any(m.value.startswith("**Suggested:**") for m in at.markdown)
+    assert any(s.value == "Details" for s in at.subheader)
+    assert len([c for c in at.caption if "Hamming" in c.value]) == 3 + 8  # results, then 8 similar photos
+
+
+def test_boolean_query_and_unknown_tag_on_the_search_page(sample_app):
+    at = run_page()
+    at.text_input(key="boolean").input("cat NOT zzqxj").run()
+    assert [w.value for w in at.warning] == ["unknown tag 'zzqxj' (search --free-text looks for any text)"]
+
+
+def test_annotate_page_suggests_tags_and_accepting_one_stores_it(sample_app):
+    at = run_page("annotate")
+    at.file_uploader(key="uploads").set_value(("red.png", png_bytes(), "image/png")).run()
+    assert not at.exception
+    boxes = [c for c in at.checkbox if c.key.startswith("tag-0-")]
+    assert len(boxes) == 10 and all("·" in c.label for c in boxes)  # ten suggestions with scores
+    chosen = boxes[0].label.split(" · ")[0]
+    boxes[0].check().run()
+    at.text_input(key="own-0").input("crimson").run()
+    at.button(key="save-0").click().run()
+    assert not at.exception and at.success, [e.value for e in at.error]
+    library = Library(Settings.resolve())
+    uploads = list((library.settings.home / "uploads").iterdir())
+    assert len(uploads) == 1  # stored once, inside the library folder
+    record = library.store.image_by_path(str(uploads[0]))
+    assert set(library.store.tags_of(record["id"])) == {chosen, "crimson"}
+
+
+def test_annotate_page_rejects_a_broken_upload_with_one_message(sample_app):
+    at = run_page("annotate")
+    at.file_uploader(key="uploads").set_value(("broken.jpg", b"\xff\xd8\xff not really", "image/jpeg")).run()
+    assert not at.exception
+    assert len(at.error) == 2 and at.error[1].value.startswith("broken.jpg: ")  # the demo banner, then this
+    assert not list((Path(sample_app.settings.home) / "uploads").glob("*.jpg"))  # nothing kept
+
+
+def test_library_page_indexes_a_folder_and_updates_the_counts(sample_app, tmp_path):
+    folder = tmp_path / "more"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("RGB", (50, 40), (30 * i, 100, 200)).save(folder / f"new_{i}.png")
+    (folder / "bad.jpg").write_bytes(b"nope")
+    at = run_page("library")
+    assert at.metric[0].value == "17"
+    at.text_input(key="folder").input(str(folder)).run()
+    at.button(key="index").click().run()
+    assert not at.exception
+    assert "added 3" in at.success[0].value and "failed 1" in at.success[0].value
+    assert at.metric[0].value == "20" and at.metric[3].value == "1"
+
+
+def test_library_page_wrong_folder_is_one_clear_message(sample_app, tmp_path):
+    at = run_page("library")
+    at.text_input(key="folder").input(str(tmp_path / "nowhere")).run()
+    at.button(key="index").click().run()
+    assert not at.exception
+    assert [e.value for e in at.error][-1] == f"no such file or folder: {tmp_path / 'nowhere'}"
 
 
 def test_empty_library_shows_one_clear_message(app_home):
-    at = AppTest.from_file(APP, default_timeout=60).run()
-    at.text_input[0].input("cat").run()
+    at = run_page()
+    at.text_input(key="boolean").input("cat").run()
     assert not at.exception
     assert [w.value for w in at.warning] == ["the library is empty: index a folder first (hashlens index PATH)"]
+
+
+def test_evaluation_page_shows_the_benchmark_tables_and_plots(app_home):
+    at = run_page("evaluation")
+    assert any("Wiki" in m.value for m in at.markdown)
+    assert len(at.get("image")) >= 3

@@ -1,0 +1,73 @@
+"""Search: tags (or a boolean query) → photos; a photo → its details, suggested tags, similar photos."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from retrieval.annotate import suggest_tags
+from retrieval.cli import user_errors
+from retrieval.search import search, similar
+from retrieval.vocabulary import shipped_vocabulary
+from ui.common import open_library, photo_grid, show_photo
+
+library = open_library()
+
+
+@st.cache_data(ttl=60)
+def tag_options(_version: int) -> list[str]:
+    """The library's own tags first, then the shipped vocabulary (the box filters as you type)."""
+    return list(dict.fromkeys(library.store.tag_names() + shipped_vocabulary()))
+
+
+tags = st.multiselect(
+    "Tags",
+    tag_options(library.store.count_tags()),
+    placeholder="type a tag: dog, beach…",
+    accept_new_options=True,
+    key="tags",
+)
+boolean = st.text_input("…or a boolean query", placeholder="dog AND beach NOT night", key="boolean")
+left, middle, right = st.columns(3)
+mode = left.radio("Results", ["top k", "radius"], horizontal=True)
+if mode == "top k":
+    k, radius = middle.slider("How many", 1, 48, 12), None
+else:
+    k, radius = 48, middle.slider("Hamming radius", 0, 16, 2)
+rerank = right.checkbox("Re-rank by CLIP similarity", value=True)
+
+query = boolean.strip() or ", ".join(tags)
+if query:
+    try:
+        results = search(library, query, k=k, radius=radius, rerank=rerank)
+    except user_errors() as e:
+        st.warning(str(e))
+        results = None
+    if results is not None and not results:
+        st.info("no photo matches")
+    if results:
+        photo_grid(library, results[:k] if radius is None else results, key="results")
+
+photo = st.session_state.get("photo")
+if photo:
+    st.divider()
+    st.subheader("Details")
+    record = library.store.image_by_path(photo)
+    if record is None:
+        st.warning("that photo is no longer in the library")
+    else:
+        left, right = st.columns([1, 2])
+        with left:
+            show_photo(library, photo)
+            st.caption(photo)
+        with right:
+            st.markdown("**Tags:** " + (", ".join(library.store.tags_of(record["id"])) or "none"))
+            try:
+                suggestions = suggest_tags(library, photo, k=8)
+                st.markdown("**Suggested:** " + ", ".join(f"{s.tag} ({s.score:.2f})" for s in suggestions))
+                st.markdown("**Similar photos**")
+                photo_grid(library, similar(library, photo, k=8), key="similar")
+            except user_errors() as e:
+                st.warning(str(e))
+        if st.button("Close details"):
+            del st.session_state["photo"]
+            st.rerun()
