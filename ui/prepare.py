@@ -13,6 +13,7 @@ from retrieval.config import Settings
 from retrieval.ingest import index_paths
 from retrieval.library import Library
 from retrieval.train import train_library
+from retrieval.vocabulary import tag_table
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 
@@ -30,6 +31,7 @@ def prepare(settings: Settings) -> Library:
         index_paths(library, [SAMPLE], tags_file=SAMPLE / "tags.csv")
     if library.hash_model() is None:
         train_library(library, bits=64)
+    tag_table(library)  # embed and code the tag vocabulary now, not on the first upload
     return library
 
 
