@@ -114,14 +114,15 @@ def run_index_bench(
     result["reruns"] = reruns(encoder, out, photos=rerun_photos, renamed=rerun_photos // 10, log=log)
     (out / "index_bench.json").write_text(json.dumps(result, indent=1))
     t, r = result["throughput"], result["reruns"]
-    print(
+    tables = (
         f"| encoder alone | hashlens index | ratio |\n|---|---|---|\n"
         f"| {t['encoder_photos_per_s']:.2f} photos/s | {t['index_photos_per_s']:.2f} photos/s | {t['ratio']:.1%} |\n"
-    )
-    print(
+        "\n"
         f"| photos | first run | unchanged rerun | ratio | embedded | after renaming {r['renamed']} | embedded |\n"
         f"|---|---|---|---|---|---|---|\n| {r['photos']} | {r['first_seconds']:.1f} s | {r['unchanged_seconds']:.2f} s"
         f" | {r['unchanged_ratio']:.1%} | {r['unchanged_embedded']} | {r['renamed_seconds']:.2f} s |"
-        f" {r['renamed_embedded']} |"
+        f" {r['renamed_embedded']} |\n"
     )
+    (out / "index_bench.md").write_text(tables)
+    print(tables)
     return result

@@ -268,6 +268,7 @@ def run_search_bench(
     log(f"search and tagging quality, {quality_photos:,} aligned photos")
     result["quality"] = quality_run(out, photos=quality_photos, log=log)
     (out / "search_bench.json").write_text(json.dumps(result, indent=1))
+    (out / "search_bench.md").write_text(markdown(result) + "\n")
     print(markdown(result))
     return result
 

@@ -187,12 +187,16 @@ class Store:
 
     def remove_images_data(self, ids: list[int]) -> None:
         """Forget the embeddings, codes and tags of images (kept: the image rows)."""
-        for table in ("image_tags", "embeddings", "codes"):
-            self.db[table].delete_where(f"image_id in ({','.join('?' * len(ids))})", ids)
+        for start in range(0, len(ids), 10_000):
+            chunk = ids[start : start + 10_000]
+            for table in ("image_tags", "embeddings", "codes"):
+                self.db[table].delete_where(f"image_id in ({','.join('?' * len(chunk))})", chunk)
 
     def remove_images(self, ids: list[int]) -> None:
         self.remove_images_data(ids)
-        self.db["images"].delete_where(f"id in ({','.join('?' * len(ids))})", ids)
+        for start in range(0, len(ids), 10_000):
+            chunk = ids[start : start + 10_000]
+            self.db["images"].delete_where(f"id in ({','.join('?' * len(chunk))})", chunk)
 
     def count_images(self, status: str = "ok") -> int:
         return self.db["images"].count_where("status = ?", [status])
@@ -283,17 +287,25 @@ class Store:
         ids = np.array([r[0] for r in rows], np.int64)
         return ids, np.stack([np.frombuffer(r[1], np.float16) for r in rows]).astype(np.float32)
 
+    def _by_ids(self, sql: str, params: list, ids: list[int]) -> dict:
+        """Rows (id, value) of `sql` whose `{ids}` placeholder is filled in chunks (SQLite caps
+        the number of parameters of one statement)."""
+        out = {}
+        for start in range(0, len(ids), 10_000):
+            chunk = ids[start : start + 10_000]
+            out.update(self.db.execute(sql.format(ids=",".join("?" * len(chunk))), [*params, *chunk]).fetchall())
+        return out
+
     def embeddings_of(self, encoder: str, ids: np.ndarray) -> np.ndarray:
         """float32 vectors [n, dim] of `ids`, in that order."""
         ids = [int(i) for i in ids]
-        marks = ",".join("?" * len(ids))
-        sql = f"select image_id, vector from embeddings where encoder = ? and image_id in ({marks})"
-        rows = dict(self.db.execute(sql, [encoder, *ids]).fetchall())
+        sql = "select image_id, vector from embeddings where encoder = ? and image_id in ({ids})"
+        rows = self._by_ids(sql, [encoder], ids)
         return np.stack([np.frombuffer(rows[i], np.float16) for i in ids]).astype(np.float32)
 
     def paths_of(self, ids: Iterable[int]) -> list[str]:
         ids = [int(i) for i in ids]
-        rows = dict(self.db.execute(f"select id, path from images where id in ({','.join('?' * len(ids))})", ids))
+        rows = self._by_ids("select id, path from images where id in ({ids})", [], ids)
         return [rows[i] for i in ids]
 
     def current_model(self, encoder: str) -> dict | None:
@@ -338,9 +350,9 @@ class Store:
     def codes_of(self, model_id: int, ids: np.ndarray) -> np.ndarray:
         """Packed codes [n, bytes] of `ids` under `model_id`, in that order."""
         ids = [int(i) for i in ids]
-        marks = ",".join("?" * len(ids))
-        sql = f"select image_id, code from codes where model_id = ? and image_id in ({marks})"
-        rows = dict(self.db.execute(sql, [model_id, *ids]).fetchall())
+        rows = self._by_ids(
+            "select image_id, code from codes where model_id = ? and image_id in ({ids})", [model_id], ids
+        )
         return np.stack([np.frombuffer(rows[i], np.uint8) for i in ids])
 
     # --- index runs ------------------------------------------------------------------------
