@@ -13,8 +13,10 @@ import json
 import multiprocessing
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -119,22 +121,56 @@ def read_sidecar(path: str | Path) -> dict[str, list[str]]:
 def _decoded_stream(
     jobs: list[str], *, workers: int, target: int, max_pixels: int
 ) -> Iterator[tuple[str, tuple[DecodedImage | None, str | None, str | None]]]:
-    """Decode in worker processes, in order, with a bounded number of photos in flight."""
+    """Decode in worker processes, in order, with a bounded number of photos in flight.
+
+    A worker that dies (a decoder crash, the OOM killer) breaks the whole pool. Then a fresh
+    pool retries the photos that were in flight one at a time, so a photo that kills its worker
+    again is recorded as failed and the run goes on.
+    """
     if workers <= 0:
         for path in jobs:
             yield path, decode_job(path, target, max_pixels)
         return
     window = workers * 8
     context = multiprocessing.get_context("spawn")  # fork would copy torch's threads into the workers
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        pending = []
-        for path in jobs:
-            pending.append((path, pool.submit(decode_job, path, target, max_pixels)))
-            if len(pending) >= window:
-                p, fut = pending.pop(0)
-                yield p, fut.result()
-        for p, fut in pending:
-            yield p, fut.result()
+
+    def new_pool() -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+
+    pool = new_pool()
+    pending: deque = deque()
+    try:
+        for index in range(len(jobs) + window):
+            if index < len(jobs):
+                try:
+                    future = pool.submit(decode_job, jobs[index], target, max_pixels)
+                except BrokenProcessPool:
+                    future = None  # the pool broke already: retried below
+                pending.append((jobs[index], future))
+            if not pending or (len(pending) < window and index < len(jobs)):
+                continue
+            path, future = pending.popleft()
+            try:
+                result = future.result() if future is not None else None
+            except BrokenProcessPool:
+                result = None
+            if result is not None:
+                yield path, result
+                continue
+            retry = [path] + [p for p, _ in pending]
+            pending.clear()
+            pool.shutdown(cancel_futures=True)
+            pool = new_pool()
+            for p in retry:
+                try:
+                    result = pool.submit(decode_job, p, target, max_pixels).result()
+                except BrokenProcessPool:
+                    pool.shutdown(cancel_futures=True)
+                    pool = new_pool()
+                    result = (None, "the decoder process crashed on this file", None)
+                yield p, result
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
 def index_paths(
@@ -211,6 +247,7 @@ def index_paths(
     )
     bar = tqdm(total=len(todo), unit="photo", disable=not progress or not todo, desc="indexing")
     batch: list[tuple[str, DecodedImage, str]] = []
+    done = 0
     try:
         for key, (_real, (decoded, error, digest)) in zip(todo, stream):
             _, size, mtime = found[key]
@@ -223,8 +260,9 @@ def index_paths(
                 batch = []
             bar.update(1)
             bar.set_postfix_str(f"failed {summary.failed}")
+            done += 1  # not bar.n: a disabled tqdm bar does not count
             if on_progress is not None:
-                on_progress(bar.n, len(todo), bar.n / max(time.perf_counter() - start, 1e-9))
+                on_progress(done, len(todo), done / max(time.perf_counter() - start, 1e-9))
         _commit_batch(library, batch, found, known, sidecar, current, summary)
         _apply_sidecar(library, sidecar)
         library.save_index()

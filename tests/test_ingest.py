@@ -224,3 +224,38 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
     assert runs.count("done") >= 1
     assert runs.count("running") == 5, runs  # every kill landed mid-run (a killed run stays "running")
     assert runs[-1] == "done"
+
+
+def test_a_decoder_worker_killed_mid_run_loses_nothing(tmp_path):
+    """A dead worker breaks the process pool; the run retries what was in flight and goes on."""
+    import signal
+
+    from retrieval.synthetic import make_photo_folder
+
+    folder = tmp_path / "photos"
+    make_photo_folder(folder, 40, size=(160, 120))
+    library = open_library(tmp_path)
+    killed = []
+
+    def children() -> list[int]:
+        me = str(os.getpid())
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[1] == me:
+                found.append(int(stat.parent.name))
+        return found
+
+    def kill_a_worker(done, total, rate):
+        workers = [pid for pid in children() if pid not in killed]
+        if done >= 5 and workers and not killed:
+            os.kill(workers[-1], signal.SIGKILL)
+            killed.append(workers[-1])
+
+    summary = index_paths(library, [folder], workers=2, progress=False, on_progress=kill_a_worker)
+    assert killed, "no worker was running to kill"
+    assert summary.added == 40 and summary.failed == 0
+    assert library.store.count_images("ok") == 40
