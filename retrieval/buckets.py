@@ -6,8 +6,8 @@ the distinct codes (as 64-bit keys) and, per distinct code, the ids of its photo
 first probes its own code and every code one and two bit flips away (binary search in the
 sorted keys, 2,081 probes at 64 bits); when those buckets hold at least k photos the answer is
 exact and done. Otherwise it falls back to a FAISS scan over the distinct codes, still exact.
-Memory: 4 bytes per photo (its id) plus, per distinct code, its key, its FAISS copy and where
-its photos start.
+Memory: 4 bytes per photo (its id) plus, per distinct code, the code (at 64 bits the sorted keys
+are a view of FAISS's own copy, so it is stored once) and where its photos start.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ PROBE_RADIUS = 2  # bit flips enumerated before falling back to a scan of the di
 
 
 def code_keys(codes: np.ndarray) -> np.ndarray:
-    """Packed codes [n, bytes] -> [n, words] uint64, big-endian, zero-padded to whole words."""
+    """Packed codes [n, bytes] -> [n, words] uint64 (the bytes read in native little-endian
+    order, zero-padded to whole words). Hamming distance is the same on keys as on codes."""
     codes = np.ascontiguousarray(codes, np.uint8)
     n, nbytes = codes.shape
     words = max(1, -(-nbytes // 8))
     padded = np.zeros((n, words * 8), np.uint8)
     padded[:, :nbytes] = codes
-    return padded.view(">u8").astype(np.uint64)
+    return padded.view("<u8").astype(np.uint64)
 
 
 class BucketIndex:
@@ -40,7 +41,7 @@ class BucketIndex:
         self.words = keys.shape[1]
         if self.words == 1:
             unique, inverse, counts = np.unique(keys[:, 0], return_inverse=True, return_counts=True)
-            self.keys = unique  # [u] sorted, so probes are binary searches
+            self.keys = unique  # [u] sorted, so probes are binary searches (shared with FAISS below)
         else:
             unique, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
             self.keys = unique  # [u, words]
@@ -50,18 +51,20 @@ class BucketIndex:
         offsets = np.int32 if len(ids) < 2**31 else np.int64
         self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(offsets)  # bucket b: ids[starts[b]:starts[b+1]]
         self._masks = self._flip_masks() if self.words == 1 else []
-        distinct = unique.reshape(len(unique), self.words).astype(">u8").view(np.uint8)[:, : -(-bits // 8)]
+        distinct = unique.reshape(len(unique), self.words).view(np.uint8)[:, : -(-bits // 8)]
         self._scan_index = faiss.IndexBinaryFlat(bits)  # the fallback: exact scan of the distinct codes
         if len(distinct):
             self._scan_index.add(np.ascontiguousarray(distinct))
+            if bits == 64:  # FAISS copied the codes: make the keys a view of that copy, not a second one
+                self.keys = faiss.rev_swig_ptr(self._scan_index.xb.data(), len(unique) * 8).view("<u8")
 
     @property
     def sizes(self) -> np.ndarray:
         return np.diff(self.starts)
 
     def _flip_masks(self) -> list[np.ndarray]:
-        """XOR masks of every code at distance 0, 1, …, PROBE_RADIUS (bits sit at the top of the word)."""
-        single = [np.uint64(1) << np.uint64(63 - i) for i in range(self.bits)]
+        """XOR masks of every code at distance 0, 1, …, PROBE_RADIUS (the code fills the low bits)."""
+        single = [np.uint64(1) << np.uint64(i) for i in range(self.bits)]
         masks = [np.zeros(1, np.uint64)]
         for r in range(1, PROBE_RADIUS + 1):
             masks.append(np.array([np.bitwise_xor.reduce(c) for c in combinations(single, r)], np.uint64))
@@ -75,7 +78,9 @@ class BucketIndex:
         return len(self.starts) - 1
 
     def nbytes(self) -> int:
-        return self.keys.nbytes + self.ids.nbytes + self.starts.nbytes + self._scan_index.ntotal * self.bits // 8
+        shared = self.bits == 64 and self.distinct_codes > 0  # keys are a view of the FAISS codes
+        keys = 0 if shared else self.keys.nbytes
+        return keys + self.ids.nbytes + self.starts.nbytes + self._scan_index.ntotal * self.bits // 8
 
     # --- search ----------------------------------------------------------------------------
 
