@@ -9,7 +9,7 @@ import streamlit as st
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
 
 st.subheader("Evaluation")
-st.caption(f"From `make bench` (files in {RESULTS}).")
+st.caption("From `make bench`: the files in docs/results/.")
 shown = False
 for name, title in [
     ("results.md", "Wiki cross-modal benchmark"),
