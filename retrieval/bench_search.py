@@ -191,7 +191,7 @@ def quality_run(out: Path, *, photos: int, ks=(20, 100), tag_photos: int = 500, 
     def row_of(path: str) -> int:
         return int(path.rsplit("_", 1)[1].split(".")[0]) - 1
 
-    methods = ("float", "hash_rerank", "hash_rerank_shortlist_50", "hash_only")
+    methods = ("float", "hash_rerank", "hash_rerank_shortlist_20", "hash_only")
     maps = {k: {m: [] for m in methods} for k in ks}
     precision = {k: {m: [] for m in methods} for k in ks}
     for c, name in enumerate(concepts.names):
@@ -201,8 +201,8 @@ def quality_run(out: Path, *, photos: int, ks=(20, 100), tag_photos: int = 500, 
             ranked = {
                 "float": relevant[float_top],
                 "hash_rerank": relevant[[row_of(r.path) for r in search(library, name, k=k)]],
-                "hash_rerank_shortlist_50": relevant[
-                    [row_of(r.path) for r in search(library, name, k=k, shortlist=50)]
+                "hash_rerank_shortlist_20": relevant[
+                    [row_of(r.path) for r in search(library, name, k=k, shortlist=20)]
                 ],
                 "hash_only": relevant[[row_of(r.path) for r in search(library, name, k=k, rerank=False)]],
             }
@@ -306,7 +306,7 @@ def markdown(result: dict) -> str:
             f"Quality on {q['photos']:,} aligned synthetic photos ({q['concepts']} tags, half tagged), "
             "one query per tag; AP@k over min(k, relevant photos):",
             "",
-            "| k | float CLIP mAP@k | hashing + re-rank (shortlist 20·k) | re-rank, shortlist 50·k | hashing only "
+            "| k | float CLIP mAP@k | hashing + re-rank (shortlist 50·k) | re-rank, shortlist 20·k | hashing only "
             "| precision@k float / re-rank / only |",
             "|---|---|---|---|---|---|",
         ]
@@ -314,7 +314,7 @@ def markdown(result: dict) -> str:
             m, p = s["map_at_k"], s["precision_at_k"]
             lines.append(
                 f"| {s['k']} | {m['float']:.3f} | {m['hash_rerank']:.3f} ({s['rerank_vs_float']:.1%} of float) "
-                f"| {m['hash_rerank_shortlist_50']:.3f} | {m['hash_only']:.3f} "
+                f"| {m['hash_rerank_shortlist_20']:.3f} | {m['hash_only']:.3f} "
                 f"| {p['float']:.3f} / {p['hash_rerank']:.3f} / {p['hash_only']:.3f} |"
             )
         lines += [

@@ -154,15 +154,22 @@ def result_options(command):
 @click.argument("query")
 @result_options
 @click.option("--free-text", is_flag=True, help="Search for any text, not only known tags.")
+@click.option(
+    "--shortlist",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Hamming candidates per result that the re-rank looks at.",
+)
 @click.pass_context
-def search_command(ctx, query, k, radius, rerank, as_json, free_text) -> None:
+def search_command(ctx, query, k, radius, rerank, as_json, free_text, shortlist) -> None:
     """Photos matching QUERY, best first: tags ("dog, beach") or a boolean query ("dog AND beach NOT night")."""
     from retrieval.search import search
 
     library = open_library(ctx)
     warn_demo(library)
     try:
-        results = search(library, query, k=k, radius=radius, rerank=rerank, free_text=free_text)
+        results = search(library, query, k=k, radius=radius, rerank=rerank, free_text=free_text, shortlist=shortlist)
     except user_errors() as e:
         raise click.ClickException(str(e)) from e
     print_results(results, as_json)
