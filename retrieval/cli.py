@@ -156,7 +156,7 @@ def result_options(command):
 @click.option("--free-text", is_flag=True, help="Search for any text, not only known tags.")
 @click.option(
     "--shortlist",
-    default=50,
+    default=20,
     show_default=True,
     type=click.IntRange(1),
     help="Hamming candidates per result that the re-rank looks at.",

@@ -118,6 +118,15 @@ class Library:
         if self._index is not None:
             self._index.save(self.settings.index_path)
 
+    def warm_up(self) -> None:
+        """Get ready to answer searches fast: open the index, build its buckets, and read the
+        embeddings once so that re-ranking finds their pages in memory (a long-lived process,
+        such as the app, calls this once; the first searches are otherwise several times slower)."""
+        index = self.index
+        if index is not None:
+            index.buckets  # noqa: B018 - built on first use
+        self.store.db.execute("select sum(length(vector)) from embeddings where encoder = ?", [self.encoder_name])
+
     def embed_photo(self, photo: str | Path) -> tuple[int | None, np.ndarray]:
         """(library id or None, embedding [dim]) of a photo; decoded only when not in the library."""
         from retrieval.imageio import ImageDecodeError, decode_image

@@ -87,7 +87,7 @@ def search(
     k: int = 20,
     radius: int | None = None,
     rerank: bool = True,
-    shortlist: int = 50,  # Hamming candidates per wanted photo, re-ranked (see README: search quality)
+    shortlist: int = 20,  # Hamming candidates per wanted photo, re-ranked (see README: search quality)
     free_text: bool = False,
 ) -> list[SearchResult]:
     """The photos best matching `query` ("dog, beach" or "dog AND beach NOT night"), best first.

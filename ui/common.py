@@ -19,7 +19,9 @@ THUMBNAIL_SIDE = 320
 
 @st.cache_resource
 def open_library() -> Library:
-    return Library(Settings.resolve())
+    library = Library(Settings.resolve())
+    library.warm_up()
+    return library
 
 
 def demo_banner(library: Library) -> None:
