@@ -64,6 +64,9 @@ def test_search_page_shows_the_tagged_photos_and_their_details(sample_app):
 
 def test_boolean_query_and_unknown_tag_on_the_search_page(sample_app):
     at = run_page()
+    at.text_input(key="boolean").input("cat AND pet").run()
+    captions = [c.value for c in at.caption if "Hamming" in c.value]
+    assert any(c.endswith("animal, cat, pet") for c in captions)  # the photo tagged cat and pet is found
     at.text_input(key="boolean").input("cat NOT zzqxj").run()
     assert [w.value for w in at.warning] == ["unknown tag 'zzqxj' (search --free-text looks for any text)"]
 
