@@ -17,7 +17,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from retrieval.library import Library
-from retrieval.vocabulary import hamming_to, normalise_tag, tag_table
+from retrieval.vocabulary import hamming_to, normalise_tag
 
 CANDIDATES = 30  # tags nearest to the photo by code (then by text similarity) considered
 NEIGHBOURS = 10  # nearest library photos whose tags vote
@@ -56,7 +56,7 @@ def current_calibration(library: Library) -> Calibration:
 def candidate_features(
     library: Library, vector: np.ndarray, table, *, tags_of, exclude_id: int | None = None
 ) -> tuple[list[str], np.ndarray]:
-    """(candidate tags, features [m, 3]) for one photo embedding [dim]; `table` from tag_table()."""
+    """(candidate tags, features [m, 3]) for one photo embedding [dim]; `table` from Library.tag_table()."""
     _, model = library.hash_model()
     bits = model.config.bits
     code = model.encode(vector[None], "image")[0]
@@ -65,7 +65,7 @@ def candidate_features(
     similarity = tag_vectors @ vector
     nearest_tags = np.lexsort((-similarity, distances))[:CANDIDATES]
 
-    found_d, found_ids = library.index.knn(code, NEIGHBOURS * 5 + 1)
+    _, found_ids = library.index.knn(code, NEIGHBOURS * 5 + 1)
     keep = found_ids != (exclude_id if exclude_id is not None else -1)
     found_ids = found_ids[keep]
     if len(found_ids):
@@ -97,7 +97,7 @@ def suggest_tags(library: Library, photo: str | Path, *, k: int = 10) -> list[Ta
 def suggest_for_vector(
     library: Library, vector: np.ndarray, *, k: int = 10, exclude_id: int | None = None
 ) -> list[TagSuggestion]:
-    table = tag_table(library)
+    table = library.tag_table()
     names, features = candidate_features(library, vector, table, tags_of=library.store.tags_of, exclude_id=exclude_id)
     scores = current_calibration(library).score(features)
     order = np.argsort(-scores, kind="stable")[:k]
@@ -122,14 +122,7 @@ def accept_tags(library: Library, photo: str | Path, tags: list[str]) -> list[st
             raise ValueError(f"{photo}: {summary.failures[0]['reason']}")
         record = library.store.image_by_path(str(path))
     with library.store.transaction():
-        kept = [
-            r[0]
-            for r in library.store.db.execute(
-                "select t.name from image_tags it join tags t on t.id = it.tag_id where it.image_id = ? "
-                "and it.source = 'accepted'",
-                [record["id"]],
-            )
-        ]
+        kept = library.store.tags_of(record["id"], source="accepted")
         library.store.set_tags(record["id"], kept + tags, "accepted")
     return library.store.tags_of(record["id"])
 
@@ -189,7 +182,7 @@ def fit_calibration(library: Library, photo_ids: list[int], truth: dict[int, set
         return Calibration()
     tags_by_image = library.store.tags_by_image()
     vectors = library.store.embeddings_of(library.encoder_name, photo_ids)
-    table = tag_table(library)
+    table = library.tag_table()
     xs, ys, groups = [], [], []
     for image_id, vector in zip(photo_ids, vectors):
         names, features = candidate_features(

@@ -227,11 +227,14 @@ class Store:
         ]
         self.db["image_tags"].insert_all(rows, replace=True)
 
-    def tags_of(self, image_id: int) -> list[str]:
-        sql = (
-            "select distinct t.name from image_tags it join tags t on t.id = it.tag_id where it.image_id = ? order by 1"
-        )
-        return [r[0] for r in self.db.execute(sql, [image_id]).fetchall()]
+    def tags_of(self, image_id: int, *, source: str | None = None) -> list[str]:
+        """The image's tags, sorted: from every source, or from `source` only."""
+        sql = "select distinct t.name from image_tags it join tags t on t.id = it.tag_id where it.image_id = ?"
+        params: list = [image_id]
+        if source is not None:
+            sql += " and it.source = ?"
+            params.append(source)
+        return [r[0] for r in self.db.execute(sql + " order by 1", params).fetchall()]
 
     def tag_names(self) -> list[str]:
         """Every tag some photo carries, sorted."""

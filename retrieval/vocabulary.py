@@ -64,13 +64,6 @@ class TagVocabulary:
         return np.stack([np.frombuffer(cached[n], np.uint8) for n in names])
 
 
-def tag_table(library) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(names, text embeddings, packed codes) of the whole vocabulary under the current model."""
-    vocabulary = TagVocabulary(library)
-    names = vocabulary.names()
-    return names, vocabulary.vectors(names), vocabulary.codes(names)
-
-
 def hamming_to(code: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """Hamming distance of one packed code to each row of packed `codes`."""
     return np.bitwise_count(np.asarray(codes, np.uint8) ^ np.asarray(code, np.uint8)).sum(1).astype(np.int32)

@@ -112,6 +112,16 @@ def test_library_page_indexes_a_folder_and_updates_the_counts(sample_app, tmp_pa
     assert at.metric[0].value == "20" and at.metric[3].value == "1"
 
 
+def test_library_page_retrains_the_model(sample_app):
+    at = run_page("library")
+    at.select_slider[0].set_value(32).run()
+    at.button(key="train").click().run()
+    assert not at.exception
+    assert at.success[0].value.startswith("hash model 2:")
+    assert [row for row in at.dataframe[-1].value["bits"]] == [64, 32]  # both versions listed
+    assert Library(Settings.resolve()).hash_model()[1].config.bits == 32
+
+
 def test_library_page_wrong_folder_is_one_clear_message(sample_app, tmp_path):
     at = run_page("library")
     at.text_input(key="folder").input(str(tmp_path / "nowhere")).run()

@@ -13,7 +13,6 @@ from retrieval.config import Settings
 from retrieval.ingest import index_paths
 from retrieval.library import Library
 from retrieval.train import train_library
-from retrieval.vocabulary import tag_table
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 
@@ -31,7 +30,7 @@ def prepare(settings: Settings) -> Library:
         index_paths(library, [SAMPLE], tags_file=SAMPLE / "tags.csv")
     if library.hash_model() is None:
         train_library(library, bits=64)
-    tag_table(library)  # embed and code the tag vocabulary now, not on the first upload
+    library.tag_table()  # embed and code the tag vocabulary now, not on the first upload
     return library
 
 
