@@ -62,14 +62,14 @@ def candidate_features(
     code = model.encode(vector[None], "image")[0]
     names, tag_vectors, tag_codes = table
     distances = hamming_to(code, tag_codes)
-    similarity = tag_vectors @ vector
+    similarity = np.einsum("ij,j->i", tag_vectors, vector)  # not `@`: see Library.similarities
     nearest_tags = np.lexsort((-similarity, distances))[:CANDIDATES]
 
     _, found_ids = library.index.knn(code, NEIGHBOURS * 5 + 1)
     keep = found_ids != (exclude_id if exclude_id is not None else -1)
     found_ids = found_ids[keep]
     if len(found_ids):
-        sims = library.store.embeddings_of(library.encoder_name, found_ids) @ vector
+        sims = library.similarities(found_ids, vector)
         found_ids = found_ids[np.argsort(-sims, kind="stable")][:NEIGHBOURS]
     votes: dict[str, float] = {}
     for image_id in found_ids:

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from retrieval.config import ENCODERS, Settings
+from retrieval.config import ENCODERS, SHORTLIST, Settings
 
 # Heavy modules (torch, faiss, scipy) are imported inside the commands: the CLI starts fast,
 # and decoding worker processes (spawned, so they re-import this module) stay light.
@@ -156,7 +156,7 @@ def result_options(command):
 @click.option("--free-text", is_flag=True, help="Search for any text, not only known tags.")
 @click.option(
     "--shortlist",
-    default=20,
+    default=SHORTLIST,
     show_default=True,
     type=click.IntRange(1),
     help="Hamming candidates per result that the re-rank looks at.",

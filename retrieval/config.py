@@ -16,6 +16,7 @@ ENV_WEIGHTS = "HASHLENS_WEIGHTS"  # pretrained tag, checkpoint file or local-dir
 ENCODERS = ("openclip", "random", "fake")
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_WEIGHTS = "datacomp_xl_s13b_b90k"
+SHORTLIST = 50  # Hamming candidates per wanted photo that the search re-rank sees (README: search quality)
 
 
 def user_data_dir() -> Path:

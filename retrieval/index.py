@@ -1,11 +1,12 @@
 """The FAISS binary index: a cache of the codes stored in SQLite, searched by Hamming distance.
 
 IndexBinaryIDMap2(IndexBinaryFlat(bits)) with ids = SQLite image ids, persisted; searches go
-through a BucketIndex built from it on first use (photos grouped by identical code, see
-retrieval/buckets.py), which is much faster than the flat scan on sparse codes. Beside the index file a
-small JSON file records what it was built from (hash model id, count, checksum of the ids);
-when the index is opened and that record disagrees with SQLite, the index is rebuilt from the
-stored codes, so a crash between a database commit and an index save loses nothing.
+through a MultiIndex built from it on first use (exact multi-index hashing over the two halves
+of each code, see retrieval/multi_index.py), much faster than the flat scan on sparse codes.
+Beside the index file a small JSON file records what it was built from (hash model id, count,
+checksum of the ids); when the index is opened and that record disagrees with SQLite, the index
+is rebuilt from the stored codes, so a crash between a database commit and an index save loses
+nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from retrieval.buckets import BucketIndex
+from retrieval.multi_index import MultiIndex
 
 
 def ids_checksum(ids: np.ndarray) -> str:
@@ -32,7 +33,7 @@ class CodeIndex:
         self.bits = bits
         self.model_id = model_id
         self.index = faiss.IndexBinaryIDMap2(faiss.IndexBinaryFlat(bits))
-        self._buckets: BucketIndex | None = None  # search structure, rebuilt after any change
+        self._searcher: MultiIndex | None = None  # search structure, rebuilt after any change
 
     # --- building --------------------------------------------------------------------------
 
@@ -49,13 +50,13 @@ class CodeIndex:
             return
         self.remove(ids)
         self.index.add_with_ids(np.ascontiguousarray(codes, np.uint8), ids)
-        self._buckets = None
+        self._searcher = None
 
     def remove(self, ids: np.ndarray) -> None:
         ids = np.ascontiguousarray(ids, np.int64)
         if len(ids):
             self.index.remove_ids(faiss.IDSelectorBatch(ids))
-            self._buckets = None
+            self._searcher = None
 
     @property
     def ntotal(self) -> int:
@@ -70,24 +71,24 @@ class CodeIndex:
         return faiss.vector_to_array(flat.xb).reshape(self.ntotal, self.bits // 8)
 
     def nbytes(self) -> int:
-        """Bytes held in memory: the FAISS codes and ids, and the bucket search structure."""
-        return self.ntotal * (self.bits // 8 + 8) + self.buckets.nbytes()
+        """Bytes held in memory: the FAISS codes and ids, and the search structure."""
+        return self.ntotal * (self.bits // 8 + 8) + self.searcher.nbytes()
 
     @property
-    def buckets(self) -> BucketIndex:
-        if self._buckets is None:
-            self._buckets = BucketIndex(self.ids(), self.codes(), self.bits)
-        return self._buckets
+    def searcher(self) -> MultiIndex:
+        if self._searcher is None:
+            self._searcher = MultiIndex(self.ids(), self.codes(), self.bits)
+        return self._searcher
 
     # --- search ----------------------------------------------------------------------------
 
     def knn(self, code: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k nearest items to one packed code: (distances, ids), nearest first."""
-        return self.buckets.knn(code, k)
+        return self.searcher.knn(code, k)
 
     def radius(self, code: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
         """Every item within Hamming distance r of one packed code: (distances, ids), nearest first."""
-        return self.buckets.radius(code, r)
+        return self.searcher.radius(code, r)
 
     # --- persistence -----------------------------------------------------------------------
 

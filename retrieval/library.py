@@ -135,13 +135,21 @@ class Library:
             self._index.save(self.settings.index_path)
 
     def warm_up(self) -> None:
-        """Get ready to answer searches fast: open the index, build its buckets, and read the
+        """Get ready to answer searches fast: open the index, build its search tables, and read the
         embeddings once so that re-ranking finds their pages in memory (a long-lived process,
         such as the app, calls this once; the first searches are otherwise several times slower)."""
         index = self.index
         if index is not None:
-            index.buckets  # noqa: B018 - built on first use
+            index.searcher.knn(np.zeros(index.bits // 8, np.uint8), 1)  # built and compiled on first use
         self.store.db.execute("select sum(length(vector)) from embeddings where encoder = ?", [self.encoder_name])
+
+    def similarities(self, ids: np.ndarray, vector: np.ndarray) -> np.ndarray:
+        """Cosine similarity of the stored embeddings of `ids` to one unit vector [dim].
+
+        einsum rather than `@`: for a few hundred rows and up, numpy's `@` wakes OpenBLAS's
+        threads, which then spin on the cores the CLIP encoder needs next (measured: the next
+        text encoding 31 → 97 ms on 2 cores)."""
+        return np.einsum("ij,j->i", self.store.embeddings_of(self.encoder_name, ids), vector)
 
     def embed_photo(self, photo: str | Path) -> tuple[int | None, np.ndarray]:
         """(library id or None, embedding [dim]) of a photo; decoded only when not in the library."""

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from retrieval.config import SHORTLIST
 from retrieval.library import Library, NoHashModel
 from retrieval.vocabulary import TagVocabulary, hamming_to, normalise_tag
 
@@ -87,7 +88,7 @@ def search(
     k: int = 20,
     radius: int | None = None,
     rerank: bool = True,
-    shortlist: int = 20,  # Hamming candidates per wanted photo, re-ranked (see README: search quality)
+    shortlist: int = SHORTLIST,
     free_text: bool = False,
 ) -> list[SearchResult]:
     """The photos best matching `query` ("dog, beach" or "dog AND beach NOT night"), best first.
@@ -136,7 +137,7 @@ def boolean_search(
     ids = np.array(sorted(keep), np.int64)
     photo_codes = library.store.codes_of(library.hash_model()[0], ids)
     if rerank:
-        scores = (library.store.embeddings_of(library.encoder_name, ids) @ vectors[:wanted].T).mean(1)
+        scores = library.similarities(ids, vectors[:wanted].mean(0))  # the mean similarity to the wanted tags
     else:
         scores = 1.0 - np.mean([hamming_to(c, photo_codes) for c in codes[:wanted]], 0) / bits
     order = np.argsort(-scores, kind="stable")[:k]
@@ -161,7 +162,7 @@ def similar(
 
 
 def require_searchable(library: Library) -> None:
-    if library.store.count_images("ok") == 0:
+    if not library.store.has_images():
         raise EmptyLibrary("the library is empty: index a folder first (hashlens index PATH)")
     if library.hash_model() is None:
         raise NoHashModel("no hash model yet: run `hashlens train` first")
@@ -179,7 +180,7 @@ def _rank(library, vector, modality, *, k, radius, rerank, shortlist) -> list[Se
     if len(ids) == 0:
         return []
     if rerank:
-        scores = library.store.embeddings_of(library.encoder_name, ids) @ vector[0]
+        scores = library.similarities(ids, vector[0])
         order = np.argsort(-scores, kind="stable")
     else:
         scores = 1.0 - distances / model.config.bits
