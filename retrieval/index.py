@@ -32,8 +32,20 @@ class CodeIndex:
     def __init__(self, bits: int, model_id: int | None = None) -> None:
         self.bits = bits
         self.model_id = model_id
-        self.index = faiss.IndexBinaryIDMap2(faiss.IndexBinaryFlat(bits))
+        self._faiss = faiss.IndexBinaryIDMap2(faiss.IndexBinaryFlat(bits))  # None while only searching
         self._searcher: MultiIndex | None = None  # search structure, rebuilt after any change
+
+    @property
+    def index(self) -> faiss.IndexBinaryIDMap2:
+        """The updatable FAISS index. A process that only searches lets it go once the search
+        structure is built (it holds the same codes and ids), so the index costs ~16 bytes a
+        photo in memory, not ~70 (IDMap2 keeps a hash map of its ids); it is rebuilt from the
+        search structure on the next change or save."""
+        if self._faiss is None:
+            assert self._searcher is not None
+            self._faiss = faiss.IndexBinaryIDMap2(faiss.IndexBinaryFlat(self.bits))
+            self._faiss.add_with_ids(self._searcher.codes(), self._searcher.ids.astype(np.int64))
+        return self._faiss
 
     # --- building --------------------------------------------------------------------------
 
@@ -60,24 +72,31 @@ class CodeIndex:
 
     @property
     def ntotal(self) -> int:
-        return int(self.index.ntotal)
+        return int(self._faiss.ntotal) if self._faiss is not None else len(self.searcher)
 
     def ids(self) -> np.ndarray:
+        if self._faiss is None:
+            return self._searcher.ids.astype(np.int64)
         return faiss.vector_to_array(self.index.id_map).astype(np.int64)
 
     def codes(self) -> np.ndarray:
         """Packed codes [n, bits/8], in the order of ids()."""
+        if self._faiss is None:
+            return self._searcher.codes()
         flat = faiss.downcast_IndexBinary(self.index.index)
         return faiss.vector_to_array(flat.xb).reshape(self.ntotal, self.bits // 8)
 
     def nbytes(self) -> int:
-        """Bytes held in memory: the FAISS codes and ids, and the search structure."""
-        return self.ntotal * (self.bits // 8 + 8) + self.searcher.nbytes()
+        """Bytes held in memory: the search structure, and the FAISS index while it is held
+        (codes, ids and, estimated, IDMap2's hash map of the ids)."""
+        held = self.ntotal * (self.bits // 8 + 8 + 48) if self._faiss is not None else 0
+        return held + self.searcher.nbytes()
 
     @property
     def searcher(self) -> MultiIndex:
         if self._searcher is None:
             self._searcher = MultiIndex(self.ids(), self.codes(), self.bits)
+            self._faiss = None  # the searcher holds the same codes and ids: rebuilt from it when needed
         return self._searcher
 
     # --- search ----------------------------------------------------------------------------
@@ -117,7 +136,7 @@ class CodeIndex:
             meta = json.loads(path.with_suffix(".json").read_text())
             if meta == expected:
                 index = cls(bits, model_id)
-                index.index = faiss.read_index_binary(str(path))
+                index._faiss = faiss.read_index_binary(str(path))
                 if index.ntotal == len(ids) and index.ids_checksum_matches(ids):
                     return index, False
         except (OSError, ValueError, RuntimeError):

@@ -119,9 +119,9 @@ def read_sidecar(path: str | Path) -> dict[str, list[str]]:
 
 
 def _decoded_stream(
-    jobs: list[str], *, workers: int, target: int, max_pixels: int
+    jobs: list[str], *, workers: int, target: int, max_pixels: int, window: int
 ) -> Iterator[tuple[str, tuple[DecodedImage | None, str | None, str | None]]]:
-    """Decode in worker processes, in order, with a bounded number of photos in flight.
+    """Decode in worker processes, in order, with at most `window` photos in flight.
 
     A worker that dies (a decoder crash, the OOM killer) breaks the whole pool. Then a fresh
     pool retries the photos that were in flight one at a time, so a photo that kills its worker
@@ -131,7 +131,6 @@ def _decoded_stream(
         for path in jobs:
             yield path, decode_job(path, target, max_pixels)
         return
-    window = workers * 8
     context = multiprocessing.get_context("spawn")  # fork would copy torch's threads into the workers
 
     def new_pool() -> ProcessPoolExecutor:
@@ -244,6 +243,7 @@ def index_paths(
         workers=workers,
         target=target,
         max_pixels=int(library.settings.max_megapixels * 1e6),
+        window=batch_size + 2 * workers,  # the next batch decodes while the encoder runs this one
     )
     bar = tqdm(total=len(todo), unit="photo", disable=not progress or not todo, desc="indexing")
     batch: list[tuple[str, DecodedImage, str]] = []

@@ -226,6 +226,10 @@ class MultiIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def codes(self) -> np.ndarray:
+        """Packed codes [n, bits/8], in the order of self.ids."""
+        return faiss.vector_to_array(self._scan.xb).reshape(len(self.ids), self.bits // 8)
+
     def nbytes(self) -> int:
         """Bytes held: codes (once), ids, and the two tables."""
         total = self.ids.nbytes + self._scan.ntotal * self.bits // 8

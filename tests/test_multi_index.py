@@ -84,3 +84,22 @@ def test_empty_index():
     index = MultiIndex(np.zeros(0, np.int64), np.zeros((0, 8), np.uint8), 64)
     assert len(index.knn(np.zeros(8, np.uint8), 5)[1]) == 0
     assert len(index.radius(np.zeros(8, np.uint8), 3)[1]) == 0
+
+
+def test_code_index_lets_faiss_go_while_searching_and_rebuilds_it_on_change(tmp_path):
+    from retrieval.index import CodeIndex
+
+    rng = np.random.default_rng(5)
+    codes = sparse_codes(rng, 500, 64, ones=6)
+    ids = np.arange(500, dtype=np.int64) * 2 + 1
+    index = CodeIndex.build(64, 1, ids, codes)
+    dist, found = index.knn(codes[0], 5)
+    assert index._faiss is None  # only the search structure is held now
+    assert index.nbytes() / index.ntotal <= 16 + 1  # (+ the directories of a small index)
+    index.remove(np.array([int(found[0])]))  # rebuilt from the search structure, then changed
+    assert index.ntotal == 499 and int(found[0]) not in index.ids()
+    index.add(np.array([10_001]), codes[:1])
+    assert index.knn(codes[0], 1)[0][0] == 0 and 10_001 in index.knn(codes[0], 5)[1]
+    index.save(tmp_path / "codes.faiss")
+    again, rebuilt = CodeIndex.open(tmp_path / "codes.faiss", bits=64, model_id=1, ids=index.ids(), codes=index.codes())
+    assert not rebuilt and sorted(again.ids()) == sorted(index.ids())
