@@ -156,6 +156,15 @@ def decode_image(path: str | Path, *, target: int = 224, max_pixels: int = 100_0
 Image.MAX_IMAGE_PIXELS = None
 
 
+def lower_priority() -> None:
+    """Decoder worker processes run at a lower priority (their initializer; it lives here, not
+    in ingest, so that a worker imports nothing heavier than this module). The encoder's threads
+    work in lockstep, each layer waiting for its slowest thread, so a decoder preempting one of
+    them stalls both; at a lower priority the decoders fill the cores whenever the encoder pauses."""
+    if hasattr(os, "nice"):
+        os.nice(10)
+
+
 def decode_job(path: str, target: int, max_pixels: int) -> tuple[DecodedImage | None, str | None, str | None]:
     """Worker-process entry point: (decoded or None, error reason or None, content hash or None)."""
     try:

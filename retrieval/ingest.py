@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from retrieval.imageio import EXTENSIONS, DecodedImage, content_hash, decode_job
+from retrieval.imageio import EXTENSIONS, DecodedImage, content_hash, decode_job, lower_priority
 from retrieval.library import Library
 from retrieval.store import NewImage
 
@@ -134,7 +134,7 @@ def _decoded_stream(
     context = multiprocessing.get_context("spawn")  # fork would copy torch's threads into the workers
 
     def new_pool() -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=lower_priority)
 
     pool = new_pool()
     pending: deque = deque()
@@ -247,7 +247,7 @@ def index_paths(
     )
     bar = tqdm(total=len(todo), unit="photo", disable=not progress or not todo, desc="indexing")
     batch: list[tuple[str, DecodedImage, str]] = []
-    done = 0
+    done = batches = 0
     try:
         for key, (_real, (decoded, error, digest)) in zip(todo, stream):
             _, size, mtime = found[key]
@@ -255,9 +255,9 @@ def index_paths(
                 _record_failure(library, key, size, mtime, error, summary, digest)
             else:
                 batch.append((key, decoded, digest))
-            if len(batch) >= batch_size:
+            if len(batch) >= min(batch_size, 8 << batches):  # 8, 16, 32, …: the encoder starts early
                 _commit_batch(library, batch, found, known, sidecar, current, summary)
-                batch = []
+                batch, batches = [], batches + 1
             bar.update(1)
             bar.set_postfix_str(f"failed {summary.failed}")
             done += 1  # not bar.n: a disabled tqdm bar does not count
