@@ -252,7 +252,11 @@ def stats_command(ctx, as_json) -> None:
     warn_demo(library)
     click.echo(f"photos: {stats['photos']}  tags: {stats['tags']}  encoder: {stats['encoder']}")
     click.echo("formats: " + (", ".join(f"{k} {v}" for k, v in sorted(stats["formats"].items())) or "none"))
-    click.echo(f"index: {stats['index_bytes']} bytes, {stats['bytes_per_photo']:.1f} bytes per photo")
+    memory = stats["index_memory_bytes"] / stats["indexed"] if stats["indexed"] else 0.0
+    click.echo(
+        f"index: {stats['index_bytes']} bytes on disk, {stats['bytes_per_photo']:.1f} bytes per photo; "
+        f"searching holds {memory:.1f} bytes per photo in memory"
+    )
     click.echo(f"failed: {len(stats['failed'])}")
     for f in stats["failed"]:
         click.echo(f"  {f['path']}: {f['reason']}")

@@ -89,8 +89,9 @@ class CodeIndex:
     def nbytes(self) -> int:
         """Bytes held in memory: the search structure, and the FAISS index while it is held
         (codes, ids and, estimated, IDMap2's hash map of the ids)."""
+        searched = self.searcher.nbytes()  # first: building it lets the FAISS index go
         held = self.ntotal * (self.bits // 8 + 8 + 48) if self._faiss is not None else 0
-        return held + self.searcher.nbytes()
+        return held + searched
 
     @property
     def searcher(self) -> MultiIndex:

@@ -93,6 +93,7 @@ def test_code_index_lets_faiss_go_while_searching_and_rebuilds_it_on_change(tmp_
     codes = sparse_codes(rng, 500, 64, ones=6)
     ids = np.arange(500, dtype=np.int64) * 2 + 1
     index = CodeIndex.build(64, 1, ids, codes)
+    assert index.nbytes() / index.ntotal <= 16 + 1  # asking for it builds the search structure first
     dist, found = index.knn(codes[0], 5)
     assert index._faiss is None  # only the search structure is held now
     assert index.nbytes() / index.ntotal <= 16 + 1  # (+ the directories of a small index)
