@@ -22,6 +22,7 @@ few thousand table entries, too few to amortise numpy's per-call cost.
 
 from __future__ import annotations
 
+from itertools import combinations
 from math import comb
 
 import faiss
@@ -61,6 +62,20 @@ def _grow(array, size):
     return bigger
 
 
+@njit(cache=True, inline="always")
+def _collect(cand_dist, cand_pos, histogram, count, difference, pos):
+    """Record a candidate (its distance = popcount of `difference`) at `count`, growing the buffers
+    when full; returns (cand_dist, cand_pos, count + 1)."""
+    if count == len(cand_dist):
+        cand_dist = _grow(cand_dist, count + 1)
+        cand_pos = _grow(cand_pos, count + 1)
+    d = np.int64(_popcount(difference))
+    cand_dist[count] = d
+    cand_pos[count] = pos
+    histogram[d] += 1
+    return cand_dist, cand_pos, count + 1
+
+
 @njit(cache=True)
 def _search(keys, high_dir, perm, low_dir, half, dir_bits, masks, mask_starts, query, k, levels, radius):
     """Levels 0..levels-1 of the two-half search for one 64-bit query key.
@@ -95,14 +110,7 @@ def _search(keys, high_dir, perm, low_dir, half, dir_bits, masks, mask_starts, q
             pos = lo
             while pos < len(keys) and (keys[pos] >> shift) == probe:
                 if np.int64(_popcount((keys[pos] & low_mask) ^ q_low)) >= level:  # else seen via the low half
-                    d = np.int64(_popcount(keys[pos] ^ query))
-                    if count == len(cand_dist):
-                        cand_dist = _grow(cand_dist, count + 1)
-                        cand_pos = _grow(cand_pos, count + 1)
-                    cand_dist[count] = d
-                    cand_pos[count] = pos
-                    histogram[d] += 1
-                    count += 1
+                    cand_dist, cand_pos, count = _collect(cand_dist, cand_pos, histogram, count, keys[pos] ^ query, pos)
                 pos += 1
             # low half: a run of the permutation sorted by low half
             probe = q_low ^ masks[m]
@@ -120,14 +128,7 @@ def _search(keys, high_dir, perm, low_dir, half, dir_bits, masks, mask_starts, q
                 if (keys[pos] & low_mask) != probe:
                     break
                 if np.int64(_popcount((keys[pos] >> shift) ^ q_high)) > level:  # else seen via the high half
-                    d = np.int64(_popcount(keys[pos] ^ query))
-                    if count == len(cand_dist):
-                        cand_dist = _grow(cand_dist, count + 1)
-                        cand_pos = _grow(cand_pos, count + 1)
-                    cand_dist[count] = d
-                    cand_pos[count] = pos
-                    histogram[d] += 1
-                    count += 1
+                    cand_dist, cand_pos, count = _collect(cand_dist, cand_pos, histogram, count, keys[pos] ^ query, pos)
                 j += 1
         if radius < 0 and np.sum(histogram[: 2 * level + 2]) >= k:  # all within 2·level+1 are in
             certain = True
@@ -166,17 +167,11 @@ def _level_masks(half: int, levels: int) -> tuple[np.ndarray, np.ndarray]:
     """XOR masks of every half-code at distance 0, 1, …, levels-1, level by level."""
     masks, starts = [np.zeros(1, np.uint64)], [0, 1]
     for level in range(1, levels):
-        flips = np.array(list(_combinations(half, level)), np.int64)
+        flips = np.array(list(combinations(range(half), level)), np.int64)
         level_masks = np.bitwise_or.reduce(np.uint64(1) << flips.astype(np.uint64), axis=1)
         masks.append(level_masks.astype(np.uint64))
         starts.append(starts[-1] + len(level_masks))
     return np.concatenate(masks), np.array(starts, np.int64)
-
-
-def _combinations(n: int, r: int):
-    from itertools import combinations
-
-    return combinations(range(n), r)
 
 
 class MultiIndex:

@@ -114,6 +114,12 @@ def m003_create_tag_cache(db: sqlite_utils.Database) -> None:
 MIGRATIONS = [m001_create_tables, m002_create_meta, m003_create_tag_cache]
 
 
+def _chunks(ids: list[int], size: int = 10_000):
+    """`ids` in slices short enough for one statement (SQLite caps its number of parameters)."""
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
 class Store:
     """Typed access to the library database. Writes happen inside `transaction()`."""
 
@@ -191,15 +197,13 @@ class Store:
 
     def remove_images_data(self, ids: list[int]) -> None:
         """Forget the embeddings, codes and tags of images (kept: the image rows)."""
-        for start in range(0, len(ids), 10_000):
-            chunk = ids[start : start + 10_000]
+        for chunk in _chunks(ids):
             for table in ("image_tags", "embeddings", "codes"):
                 self.db[table].delete_where(f"image_id in ({','.join('?' * len(chunk))})", chunk)
 
     def remove_images(self, ids: list[int]) -> None:
         self.remove_images_data(ids)
-        for start in range(0, len(ids), 10_000):
-            chunk = ids[start : start + 10_000]
+        for chunk in _chunks(ids):
             self.db["images"].delete_where(f"id in ({','.join('?' * len(chunk))})", chunk)
 
     def has_images(self, status: str = "ok") -> bool:
@@ -302,8 +306,7 @@ class Store:
         """Rows (id, value) of `sql` whose `{ids}` placeholder is filled in chunks (SQLite caps
         the number of parameters of one statement)."""
         out = {}
-        for start in range(0, len(ids), 10_000):
-            chunk = ids[start : start + 10_000]
+        for chunk in _chunks(ids):
             out.update(self.db.execute(sql.format(ids=",".join("?" * len(chunk))), [*params, *chunk]).fetchall())
         return out
 

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import scipy.io
 from click.testing import CliRunner
 
@@ -54,6 +55,7 @@ def test_bench_wiki_writes_results_for_every_method_and_direction(tmp_path):
     for r in records:
         assert FIELDS <= set(r)
         assert r["seeds"] == 2
+        assert r["features"] in ("raw", "hellinger")  # chosen per method on validation
     sparse = next(r for r in records if r["method"] == "sparsehash" and r["bits"] == 16 and r["direction"] == "t2i")
     assert sparse["map_mean"] > 0.8  # separable clusters
     assert (out / "results.md").read_text().startswith("mAP@all")
@@ -83,3 +85,15 @@ def test_cli_lists_the_same_methods_as_the_bench():
     from retrieval import bench, cli
 
     assert cli.METHODS == bench.METHODS
+
+
+def test_hellinger_features_are_square_roots_centred_on_the_training_mean(tmp_path):
+    from retrieval.bench import load_wiki
+
+    data = tmp_path / "wiki.mat"
+    fake_wiki(data)
+    mat = scipy.io.loadmat(str(data))
+    train, test = load_wiki(data, features="hellinger")
+    roots = np.sqrt(np.maximum(mat["I_tr"], 0))
+    assert np.allclose(train.images, roots - roots.mean(0))
+    assert np.allclose(test.images, np.sqrt(np.maximum(mat["I_te"], 0)) - roots.mean(0))
