@@ -165,12 +165,16 @@ def lower_priority() -> None:
         os.nice(10)
 
 
-def decode_job(path: str, target: int, max_pixels: int) -> tuple[DecodedImage | None, str | None, str | None]:
-    """Worker-process entry point: (decoded or None, error reason or None, content hash or None)."""
-    try:
-        digest = content_hash(path)
-    except OSError as e:
-        return None, f"cannot read: {e.strerror or e}", None
+def decode_job(
+    path: str, target: int, max_pixels: int, digest: str | None = None
+) -> tuple[DecodedImage | None, str | None, str | None]:
+    """Worker-process entry point: (decoded or None, error reason or None, content hash or None).
+    `digest`: the content hash when the caller has it already (the move check hashes new files)."""
+    if digest is None:
+        try:
+            digest = content_hash(path)
+        except OSError as e:
+            return None, f"cannot read: {e.strerror or e}", None
     try:
         return decode_image(path, target=target, max_pixels=max_pixels), None, digest
     except ImageDecodeError as e:

@@ -119,17 +119,18 @@ def read_sidecar(path: str | Path) -> dict[str, list[str]]:
 
 
 def _decoded_stream(
-    jobs: list[str], *, workers: int, target: int, max_pixels: int, window: int
+    jobs: list[tuple[str, str | None]], *, workers: int, target: int, max_pixels: int, window: int
 ) -> Iterator[tuple[str, tuple[DecodedImage | None, str | None, str | None]]]:
-    """Decode in worker processes, in order, with at most `window` photos in flight.
+    """Decode (path, content hash or None) jobs in worker processes, in order, with at most
+    `window` photos in flight.
 
     A worker that dies (a decoder crash, the OOM killer) breaks the whole pool. Then a fresh
     pool retries the photos that were in flight one at a time, so a photo that kills its worker
     again is recorded as failed and the run goes on.
     """
     if workers <= 0:
-        for path in jobs:
-            yield path, decode_job(path, target, max_pixels)
+        for path, digest in jobs:
+            yield path, decode_job(path, target, max_pixels, digest)
         return
     context = multiprocessing.get_context("spawn")  # fork would copy torch's threads into the workers
 
@@ -142,32 +143,33 @@ def _decoded_stream(
         for index in range(len(jobs) + window):
             if index < len(jobs):
                 try:
-                    future = pool.submit(decode_job, jobs[index], target, max_pixels)
+                    path, digest = jobs[index]
+                    future = pool.submit(decode_job, path, target, max_pixels, digest)
                 except BrokenProcessPool:
                     future = None  # the pool broke already: retried below
                 pending.append((jobs[index], future))
             if not pending or (len(pending) < window and index < len(jobs)):
                 continue
-            path, future = pending.popleft()
+            job, future = pending.popleft()
             try:
                 result = future.result() if future is not None else None
             except BrokenProcessPool:
                 result = None
             if result is not None:
-                yield path, result
+                yield job[0], result
                 continue
-            retry = [path] + [p for p, _ in pending]
+            retry = [job] + [j for j, _ in pending]
             pending.clear()
             pool.shutdown(cancel_futures=True)
             pool = new_pool()
-            for p in retry:
+            for path, digest in retry:
                 try:
-                    result = pool.submit(decode_job, p, target, max_pixels).result()
+                    result = pool.submit(decode_job, path, target, max_pixels, digest).result()
                 except BrokenProcessPool:
                     pool.shutdown(cancel_futures=True)
                     pool = new_pool()
-                    result = (None, "the decoder process crashed on this file", None)
-                yield p, result
+                    result = (None, "the decoder process crashed on this file", digest)
+                yield path, result
     finally:
         pool.shutdown(cancel_futures=True)
 
@@ -208,12 +210,13 @@ def index_paths(
     missing = {k: rec for k, rec in known.items() if k not in found and k not in problems}
 
     # Moves: a new path whose content hash equals that of a vanished photo keeps its embedding.
+    digests: dict[str, str] = {}  # new paths hashed here, so their decoders need not hash again
     if missing:
         by_hash = {rec["content_hash"]: rec for rec in missing.values() if rec["status"] == "ok"}
         for key in [k for k in todo if k not in known]:
             real, size, mtime = found[key]
             try:
-                digest = content_hash(real, size)
+                digest = digests[key] = content_hash(real, size)
             except OSError:
                 continue
             rec = by_hash.pop(digest, None)
@@ -239,7 +242,7 @@ def index_paths(
     workers = min(4, os.cpu_count() or 1) if workers is None else workers
     target = library.encoder.image_size if todo else 224
     stream = _decoded_stream(
-        [found[k][0] for k in todo],
+        [(found[k][0], digests.get(k)) for k in todo],
         workers=workers,
         target=target,
         max_pixels=int(library.settings.max_megapixels * 1e6),

@@ -138,13 +138,17 @@ def train_sparsehash(
     train_config: TrainConfig,
     *,
     epochs: int | None = None,
+    validation: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     on_progress=None,
 ) -> TrainResult:
     """Train on paired (image, text, labels) items.
 
     With epochs=None, a validation split is held out and training stops early on its mAP; the
-    returned model has the best validation weights. With epochs=N, every item is used for
-    exactly N epochs (the way to retrain on all data once N is known).
+    returned model has the best validation weights. `validation` = (images, texts, labels)
+    gives that split explicitly instead (then every given item trains; used where features
+    were fitted on the training items alone, so validation items must stay out of them). With
+    epochs=N, every item is used for exactly N epochs (the way to retrain on all data once N is
+    known).
     """
     start = time.perf_counter()
     torch.set_num_threads(train_config.threads)
@@ -154,12 +158,16 @@ def train_sparsehash(
     texts = np.asarray(texts, np.float32)
     labels = multi_hot(labels)
 
-    if epochs is None:
+    if epochs is None and validation is None:
         fit, val = split_validation(len(images), train_config.val_fraction, train_config.seed)
-        max_epochs = train_config.max_epochs
+        validation = (images[val], texts[val], labels[val])
     else:
-        fit, val = np.arange(len(images)), np.arange(0)
-        max_epochs = epochs
+        fit = np.arange(len(images))
+    if epochs is None:
+        max_epochs = train_config.max_epochs
+        validation = tuple(np.asarray(v, np.float32) for v in validation[:2]) + (multi_hot(validation[2]),)
+    else:
+        validation, max_epochs = None, epochs
 
     model = SparseHash(model_config)
     xi, xt = torch.as_tensor(images[fit]), torch.as_tensor(texts[fit])
@@ -184,10 +192,8 @@ def train_sparsehash(
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-        if len(val) and (epoch % train_config.eval_every == 0 or epoch == max_epochs):
-            i2t, t2i = validation_map(
-                model, (images[val], texts[val], labels[val]), (images[fit], texts[fit], labels[fit])
-            )
+        if validation is not None and (epoch % train_config.eval_every == 0 or epoch == max_epochs):
+            i2t, t2i = validation_map(model, validation, (images[fit], texts[fit], labels[fit]))
             score = (i2t + t2i) / 2
             history.append({"epoch": epoch, "loss": float(loss.detach()), "val_i2t": i2t, "val_t2i": t2i})
             if score > best_score:
@@ -201,8 +207,8 @@ def train_sparsehash(
     model.eval()
     return TrainResult(
         model=model,
-        epochs=best_epoch if len(val) else max_epochs,
-        val_map=best_score if len(val) else None,
+        epochs=best_epoch if validation is not None else max_epochs,
+        val_map=best_score if validation is not None else None,
         seconds=time.perf_counter() - start,
         history=history,
     )

@@ -56,6 +56,7 @@ def test_bench_wiki_writes_results_for_every_method_and_direction(tmp_path):
         assert FIELDS <= set(r)
         assert r["seeds"] == 2
         assert r["features"] in ("raw", "hellinger")  # chosen per method on validation
+        assert r["anchors"] in (1000, "all")  # likewise
     sparse = next(r for r in records if r["method"] == "sparsehash" and r["bits"] == 16 and r["direction"] == "t2i")
     assert sparse["map_mean"] > 0.8  # separable clusters
     assert (out / "results.md").read_text().startswith("mAP@all")

@@ -12,7 +12,7 @@ from PIL import Image
 from models.clip import FakeEncoder
 from models.sparsehash import SparseHash, SparseHashConfig
 from retrieval.config import Settings
-from retrieval.imageio import decode_image
+from retrieval.imageio import content_hash, decode_image
 from retrieval.ingest import IngestError, index_paths
 from retrieval.library import Library
 from retrieval.synthetic import synthetic_photo, write_photo
@@ -59,12 +59,14 @@ def test_rerun_renames_changes_and_deletions(tmp_path):
         (photos / name).rename(photos / "sub" / f"renamed_{name}")
     (photos / "brick.jpg").unlink()
     synthetic_photo(5, (300, 200)).save(photos / "chelsea.jpg")  # changed content
+    synthetic_photo(6, (320, 240)).save(photos / "new.jpg")  # hashed by the move check, not a move
     summary = index_paths(library, [photos], workers=0, progress=False)
-    assert (summary.moved, summary.removed, summary.updated, summary.embedded) == (3, 1, 1, 1)
+    assert (summary.moved, summary.removed, summary.updated, summary.added, summary.embedded) == (3, 1, 1, 1, 2)
+    assert library.store.image_by_path(str(photos / "new.jpg"))["content_hash"] == content_hash(photos / "new.jpg")
     assert library.store.image_by_path(str(photos / "sub" / "renamed_coffee.jpg")) is not None
     assert library.store.image_by_path(str(photos / "coffee.jpg")) is None
     ids, _ = library.store.codes(library.hash_model()[0])
-    assert sorted(library.index.ids()) == sorted(ids) and len(ids) == 16
+    assert sorted(library.index.ids()) == sorted(ids) and len(ids) == 17
 
 
 def test_missing_path_is_one_clear_error(tmp_path):
