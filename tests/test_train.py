@@ -57,6 +57,26 @@ def test_fixed_epochs_uses_every_item_without_validation(pairs):
     assert result.epochs == 3 and result.val_map is None and result.history == []
 
 
+def test_explicit_validation_split_drives_early_stopping(pairs):
+    images, texts, labels = pairs
+    fit, val = slice(0, 150), slice(150, None)
+    result = train_sparsehash(
+        images[fit],
+        texts[fit],
+        labels[fit],
+        config(images, texts),
+        FAST,
+        validation=(images[val], texts[val], labels[val]),
+    )
+    assert result.history and result.val_map == max((h["val_i2t"] + h["val_t2i"]) / 2 for h in result.history)
+    # the given items are the validation set: scoring them again gives the recorded best value
+    best = next(h for h in result.history if h["epoch"] == result.epochs)
+    again = evaluate_codes(
+        result.model.encode(texts[val], "text"), result.model.encode(images[fit], "image"), labels[val], labels[fit], 16
+    )
+    assert again.map_all == pytest.approx(best["val_t2i"])
+
+
 def test_checkpoint_round_trip(tmp_path, pairs):
     images, texts, labels = pairs
     model = train_sparsehash(images, texts, labels, config(images, texts), FAST, epochs=2).model
