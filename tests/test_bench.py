@@ -61,6 +61,19 @@ def test_bench_wiki_writes_results_for_every_method_and_direction(tmp_path):
     assert sparse["map_mean"] > 0.8  # separable clusters
     assert (out / "results.md").read_text().startswith("mAP@all")
     assert (out / "curves_48bits.png").stat().st_size > 0
+    ceiling = json.loads((out / "text_ceiling.json").read_text())
+    assert ceiling["test_accuracy"] > 0.9  # the fake texts separate their clusters
+    assert "Text features alone" in (out / "results.md").read_text()
+
+
+def test_knn_text_accuracy_on_a_hand_made_case():
+    from retrieval.bench import Split, _knn_accuracy
+
+    one_hot = np.eye(2, dtype=np.float32)
+    reference = Split(np.zeros((5, 1)), np.array([[0.0], [0.1], [0.2], [5.0], [5.1]]), one_hot[[0, 0, 0, 1, 1]])
+    query = Split(np.zeros((3, 1)), np.array([[0.05], [5.05], [4.0]]), one_hot[[0, 1, 0]])
+    assert _knn_accuracy(reference, query, 1) == 2 / 3  # the third query sits among class 1
+    assert _knn_accuracy(reference, query, 5) == 2 / 3  # 3 votes to 2 for class 0 everywhere
 
 
 def test_bench_without_data_says_where_to_point_it(tmp_path):
