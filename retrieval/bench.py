@@ -215,12 +215,12 @@ def run_wiki(
                 continue
             choices[(m, b)] = choose(m, b)
         if "sparsehash_dense" in methods:  # the ablation: the sparse model's choice with α = 0
-            params, epochs, f = choices.get(("sparsehash", b)) or choose("sparsehash", b)
-            choices[("sparsehash_dense", b)] = ({**params, "alpha": 0.0}, epochs, f)
+            params, epochs, features = choices.get(("sparsehash", b)) or choose("sparsehash", b)
+            choices[("sparsehash_dense", b)] = ({**params, "alpha": 0.0}, epochs, features)
     runs: dict[tuple[str, int], list[dict]] = {}
     for seed in range(seeds):
         lifted = {}
-        for f, a in feature_choices:
+        for f, a in {features for _, _, features in choices.values()}:  # only the chosen ones
             train, test = data_by_map[f]
             lifted[(f, a)] = lift(train, [test], seed=seed, anchors=a)
         for m in methods:

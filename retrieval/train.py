@@ -158,27 +158,27 @@ def train_sparsehash(
     texts = np.asarray(texts, np.float32)
     labels = multi_hot(labels)
 
-    if epochs is None and validation is None:
+    if epochs is not None:  # a fixed run on every item
+        validation = None
+    elif validation is None:  # hold out a split of the items
         fit, val = split_validation(len(images), train_config.val_fraction, train_config.seed)
         validation = (images[val], texts[val], labels[val])
+        images, texts, labels = images[fit], texts[fit], labels[fit]
     else:
-        fit = np.arange(len(images))
-    if epochs is None:
-        max_epochs = train_config.max_epochs
-        validation = tuple(np.asarray(v, np.float32) for v in validation[:2]) + (multi_hot(validation[2]),)
-    else:
-        validation, max_epochs = None, epochs
+        v_images, v_texts, v_labels = validation
+        validation = (np.asarray(v_images, np.float32), np.asarray(v_texts, np.float32), multi_hot(v_labels))
+    max_epochs = train_config.max_epochs if epochs is None else epochs
 
     model = SparseHash(model_config)
-    xi, xt = torch.as_tensor(images[fit]), torch.as_tensor(texts[fit])
+    xi, xt = torch.as_tensor(images), torch.as_tensor(texts)
     model.image.fit_input(xi)
     model.text.fit_input(xt)
-    sampler = PairSampler(labels[fit], generator, per_anchor=train_config.pairs_per_anchor)
+    sampler = PairSampler(labels, generator, per_anchor=train_config.pairs_per_anchor)
     optimiser = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
 
     best_state, best_score, best_epoch, stale = None, -1.0, max_epochs, 0
     history: list[dict] = []
-    n = len(fit)
+    n = len(images)
     for epoch in range(1, max_epochs + 1):
         if on_progress is not None:  # (epoch, most epochs): early stopping may end sooner
             on_progress(epoch, max_epochs)
@@ -193,7 +193,7 @@ def train_sparsehash(
             loss.backward()
             optimiser.step()
         if validation is not None and (epoch % train_config.eval_every == 0 or epoch == max_epochs):
-            i2t, t2i = validation_map(model, validation, (images[fit], texts[fit], labels[fit]))
+            i2t, t2i = validation_map(model, validation, (images, texts, labels))
             score = (i2t + t2i) / 2
             history.append({"epoch": epoch, "loss": float(loss.detach()), "val_i2t": i2t, "val_t2i": t2i})
             if score > best_score:

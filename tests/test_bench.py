@@ -111,3 +111,33 @@ def test_hellinger_features_are_square_roots_centred_on_the_training_mean(tmp_pa
     roots = np.sqrt(np.maximum(mat["I_tr"], 0))
     assert np.allclose(train.images, roots - roots.mean(0))
     assert np.allclose(test.images, np.sqrt(np.maximum(mat["I_te"], 0)) - roots.mean(0))
+
+
+def test_all_anchors_means_every_training_item(tmp_path):
+    from retrieval.bench import lift, load_wiki
+
+    data = tmp_path / "wiki.mat"
+    fake_wiki(data)
+    train, test = load_wiki(data)
+    lifted_train, lifted_test = lift(train, [test], seed=0, anchors=None)
+    assert lifted_train.images.shape[1] == lifted_train.texts.shape[1] == len(train.labels)
+    assert lift(train, [], seed=0, anchors=50)[0].images.shape[1] == 50
+
+
+def test_tuning_fits_the_anchor_map_without_the_validation_items(tmp_path, monkeypatch):
+    from retrieval import bench
+
+    data = tmp_path / "wiki.mat"
+    fake_wiki(data)
+    train, _ = bench.load_wiki(data)
+    fitted_on = []
+    real_lift = bench.lift
+
+    def spy(fit, others, seed, anchors=1000):
+        fitted_on.append(len(fit.labels))
+        return real_lift(fit, others, seed, anchors)
+
+    monkeypatch.setattr(bench, "lift", spy)
+    value, params, _ = bench.tune("float_cca", train, 16, None, lambda msg: None)
+    assert fitted_on == [160]  # the 80% fit part of the 200 training items, never all 200
+    assert 0 < value <= 1 and params
