@@ -265,6 +265,8 @@ def summarise(runs: dict, choices: dict) -> list[dict]:
                 record.update(
                     precision_r2=_mean(results, lambda r: r.precision_by_radius[2]),
                     recall_r2=_mean(results, lambda r: r.recall_by_radius[2]),
+                    recall_r2_std=statistics.pstdev(r.recall_by_radius[2] for r in results),
+                    recall_r2_by_seed=[float(r.recall_by_radius[2]) for r in results],  # for paired comparisons
                     unique_codes=_mean(results, lambda r: r.unique_codes),
                     neighbours_r0=_mean(results, lambda r: r.neighbours[0]),
                     neighbours_r1=_mean(results, lambda r: r.neighbours[1]),
@@ -338,18 +340,20 @@ def markdown_tables(records: list[dict], bits: list[int], ceiling: dict | None =
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")
     b = SEED_TABLE_BITS
-    lines += [f"{b} bits, text → image: the seed's table (database = the training images)", ""]
-    lines += ["| method | unique codes | r=0 | r=1 | r=2 | precision r≤2 | recall r≤2 | ones/code |"]
-    lines += ["|---|---|---|---|---|---|---|---|"]
-    for m in methods:
-        r = by.get((m, b, "t2i"))
-        if r and r["unique_codes"] is not None:
-            lines.append(
-                f"| {m} | {r['unique_codes']:.0f} | {r['neighbours_r0']:.1f} | {r['neighbours_r1']:.1f} | "
-                f"{r['neighbours_r2']:.1f} | {r['precision_r2']:.3f} | {r['recall_r2']:.4f} | "
-                f"{r['mean_ones']:.1f} |"
-            )
-    lines.append("")
+    for direction, title, database in (("t2i", "text → image", "images"), ("i2t", "image → text", "texts")):
+        lines += [f"{b} bits, {title}: the seed's table (database = the training {database})", ""]
+        lines += ["| method | unique codes | r=0 | r=1 | r=2 | precision r≤2 | recall r≤2 | ones/code |"]
+        lines += ["|---|---|---|---|---|---|---|---|"]
+        for m in methods:
+            r = by.get((m, b, direction))
+            if r and r["unique_codes"] is not None:
+                lines.append(
+                    f"| {m} | {r['unique_codes']:.0f} | {r['neighbours_r0']:.1f} | {r['neighbours_r1']:.1f} | "
+                    f"{r['neighbours_r2']:.1f} | {r['precision_r2']:.3f} | "
+                    f"{r['recall_r2']:.4f} ± {r.get('recall_r2_std', 0.0):.4f} | {r['mean_ones']:.1f} |"
+                )
+        lines.append("")
+    lines += sparsity_ablation_lines(by, b)
     if ceiling:
         lines += [
             f"Text features alone: {ceiling['k']}-nearest-neighbour class accuracy on the test texts "
@@ -361,6 +365,22 @@ def markdown_tables(records: list[dict], bits: list[int], ceiling: dict | None =
     for r in sorted(train, key=lambda r: r["bits"]):
         lines.append(f"- sparsehash {r['bits']} bits: training {r['train_seconds']:.1f} s (median over seeds)")
     return "\n".join(lines) + "\n"
+
+
+def sparsity_ablation_lines(by: dict, bits: int) -> list[str]:
+    """Sparse against dense recall within radius 2, paired by seed: both models of a seed share
+    the features, the anchors and every setting but α, so the seed-to-seed spread cancels."""
+    lines = []
+    for direction in ("t2i", "i2t"):
+        sparse, dense = by.get(("sparsehash", bits, direction)), by.get(("sparsehash_dense", bits, direction))
+        if not sparse or not dense or "recall_r2_by_seed" not in sparse:
+            continue
+        diffs = np.subtract(sparse["recall_r2_by_seed"], dense["recall_r2_by_seed"])
+        lines.append(
+            f"- {bits} bits, {direction}, recall r≤2, sparse − dense paired by seed: {diffs.mean():+.4f} "
+            f"± {diffs.std():.4f}; sparse higher in {(diffs > 0).sum()} of {len(diffs)} seeds"
+        )
+    return lines + [""] if lines else []
 
 
 def write_outputs(records: list[dict], out: Path, bits: list[int], ceiling: dict | None = None) -> None:

@@ -61,9 +61,24 @@ def test_bench_wiki_writes_results_for_every_method_and_direction(tmp_path):
     assert sparse["map_mean"] > 0.8  # separable clusters
     assert (out / "results.md").read_text().startswith("mAP@all")
     assert (out / "curves_48bits.png").stat().st_size > 0
+    assert len(sparse["recall_r2_by_seed"]) == 2
+    assert sparse["recall_r2"] == np.mean(sparse["recall_r2_by_seed"])
     ceiling = json.loads((out / "text_ceiling.json").read_text())
     assert ceiling["test_accuracy"] > 0.9  # the fake texts separate their clusters
     assert "Text features alone" in (out / "results.md").read_text()
+
+
+def test_sparsity_ablation_pairs_the_seeds():
+    from retrieval.bench import sparsity_ablation_lines
+
+    by = {
+        ("sparsehash", 48, "t2i"): {"recall_r2_by_seed": [0.5, 0.6, 0.75]},
+        ("sparsehash_dense", 48, "t2i"): {"recall_r2_by_seed": [0.4, 0.6, 0.8]},
+    }
+    (line,) = [x for x in sparsity_ablation_lines(by, 48) if x]
+    # differences +0.1, 0, -0.05: mean 0.0167, population std 0.0624, one seed of three higher
+    assert "t2i" in line and "+0.0167 ± 0.0624" in line and "higher in 1 of 3 seeds" in line
+    assert sparsity_ablation_lines({}, 48) == []
 
 
 def test_knn_text_accuracy_on_a_hand_made_case():

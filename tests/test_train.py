@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -39,6 +41,19 @@ def test_same_seed_gives_same_codes(pairs):
         images, texts, labels, config(images, texts), TrainConfig(**{**FAST.__dict__, "seed": 1})
     ).model
     assert not np.array_equal(a.encode(images, "image"), c.encode(images, "image"))
+
+
+def test_two_threads_train_the_same_weights_as_one(pairs):
+    # Big steps (many pairs of 64-bit codes) put the indexing backward on several threads,
+    # where unordered atomic adds once made runs of one seed drift apart.
+    images, texts, labels = pairs
+    cfg = SparseHashConfig(image_dim=images.shape[1], text_dim=texts.shape[1], bits=64)
+    run = TrainConfig(max_epochs=6, batch_size=400, pairs_per_anchor=8, threads=2)
+    states = [train_sparsehash(images, texts, labels, cfg, run, epochs=6).model.state_dict() for _ in range(3)]
+    states.append(train_sparsehash(images, texts, labels, cfg, replace(run, threads=1), epochs=6).model.state_dict())
+    for state in states[1:]:
+        assert all(torch.equal(state[k], states[0][k]) for k in state)
+    assert not torch.are_deterministic_algorithms_enabled()  # the global switch is restored
 
 
 def test_training_learns_cross_modal_codes(pairs):
