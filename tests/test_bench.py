@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 import scipy.io
 from click.testing import CliRunner
 
@@ -63,6 +64,9 @@ def test_bench_wiki_writes_results_for_every_method_and_direction(tmp_path):
     assert (out / "curves_48bits.png").stat().st_size > 0
     assert len(sparse["recall_r2_by_seed"]) == 2
     assert sparse["recall_r2"] == np.mean(sparse["recall_r2_by_seed"])
+    assert sparse["recall_r2_std"] == pytest.approx(np.std(sparse["recall_r2_by_seed"]))
+    table = (out / "results.md").read_text()
+    assert "48 bits, text → image: the seed's table" in table and "48 bits, image → text: the seed's table" in table
     ceiling = json.loads((out / "text_ceiling.json").read_text())
     assert ceiling["test_accuracy"] > 0.9  # the fake texts separate their clusters
     assert "Text features alone" in (out / "results.md").read_text()
