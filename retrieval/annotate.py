@@ -162,6 +162,13 @@ def calibration_table(scores: np.ndarray, right: np.ndarray, bins: int = 10) -> 
     return table
 
 
+def calibration_error(table: list[dict]) -> float:
+    """Expected calibration error: the gap |mean score − share right| of each bin of a
+    calibration_table, weighted by the bin's share of the suggestions."""
+    total = sum(row["suggestions"] for row in table)
+    return sum(row["suggestions"] * abs(row["mean_score"] - row["right"]) for row in table) / max(total, 1)
+
+
 def precision_at(scores: np.ndarray, right: np.ndarray, groups: np.ndarray, k: int = 5) -> float:
     """Mean over photos of the share of right tags among the photo's top-k suggestions."""
     shares = []

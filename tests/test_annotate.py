@@ -5,7 +5,14 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from retrieval.annotate import accept_tags, calibration_table, current_calibration, precision_at, suggest_tags
+from retrieval.annotate import (
+    accept_tags,
+    calibration_error,
+    calibration_table,
+    current_calibration,
+    precision_at,
+    suggest_tags,
+)
 from retrieval.cli import main
 from retrieval.config import Settings
 from retrieval.library import Library
@@ -124,5 +131,7 @@ def test_calibration_table_and_precision_by_hand():
     table = calibration_table(scores, right)
     assert [r["bin"] for r in table] == ["0.0–0.1", "0.1–0.2", "0.8–0.9", "0.9–1.0"]
     assert table[-1]["suggestions"] == 2 and table[-1]["right"] == 0.5
+    # bins: 0.05 vs 0, 0.15 vs 0, 0.85 vs 1, 0.925 vs 0.5 (two suggestions)
+    assert calibration_error(table) == pytest.approx((0.05 + 0.15 + 0.15 + 2 * 0.425) / 5)
     groups = np.array([1, 1, 1, 2, 2])
     assert precision_at(scores, right, groups, k=2) == pytest.approx((0.5 + 0.5) / 2)

@@ -1,0 +1,28 @@
+"""The search benchmark end to end at toy sizes: every part runs and writes what the README reads."""
+
+import json
+
+import pytest
+
+from retrieval.bench_search import run_search_bench
+
+
+@pytest.mark.clip
+def test_search_bench_at_toy_sizes(tmp_path):
+    result = run_search_bench(
+        tmp_path, sizes=(3000,), e2e_photos=400, quality_photos=600, queries=20, train_photos=600, log=lambda _: None
+    )
+    scale = result["scale"][0]
+    assert scale["items"] == 3000 and scale["hashlens_top10_exact"]
+    assert scale["bytes_per_item"]["hashlens"] < scale["bytes_per_item"]["float_flat_ip"]
+    assert result["end_to_end"]["search_rerank"]["queries"] == 30  # fixed: encoder-bound
+    quality = result["quality"]
+    assert quality["tag_photos"] == 300  # every untagged photo
+    assert sum(row["suggestions"] for row in quality["calibration_untagged"]) == 300 * 10
+    assert 0 <= quality["calibration_untagged_error"] <= 1
+    for row in quality["search"]:
+        assert 0 < row["map_at_k"]["hash_rerank"] <= 1 and 0 < row["map_at_k"]["float"] <= 1
+    written = json.loads((tmp_path / "search_bench.json").read_text())
+    assert written["quality"]["tag_photos"] == 300
+    markdown = (tmp_path / "search_bench.md").read_text()
+    assert "| 3,000 |" in markdown and "expected calibration error" in markdown
