@@ -97,6 +97,17 @@ def test_annotate_page_rejects_a_broken_upload_with_one_message(sample_app):
     assert not list((Path(sample_app.settings.home) / "uploads").glob("*.jpg"))  # nothing kept
 
 
+def test_annotate_page_refuses_an_upload_over_the_size_limit(sample_app):
+    at = run_page("annotate")
+    too_big = b"\xff\xd8\xff" + bytes(51 * 2**20)
+    at.file_uploader(key="uploads").set_value(("huge.jpg", too_big, "image/jpeg")).run()
+    assert not at.exception
+    assert [e.value for e in at.error[1:]] == ["huge.jpg: 51 MB is more than the 50 MB allowed"]
+    assert not (Path(sample_app.settings.home) / "uploads").exists() or not any(
+        (Path(sample_app.settings.home) / "uploads").iterdir()
+    )  # never written
+
+
 def test_library_page_indexes_a_folder_and_updates_the_counts(sample_app, tmp_path):
     folder = tmp_path / "more"
     folder.mkdir()

@@ -16,12 +16,17 @@ from retrieval.cli import user_errors
 from retrieval.imageio import EXTENSIONS
 from ui.common import open_library
 
-MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # a 100-megapixel JPEG stays well below this
+MAX_UPLOAD_MB = 50  # a 100-megapixel JPEG stays well below this
+MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 2**20
 
 library = open_library()
 st.subheader("Annotate")
 uploads = st.file_uploader(
-    "Photos to tag", type=sorted(e.lstrip(".") for e in EXTENSIONS), accept_multiple_files=True, key="uploads"
+    "Photos to tag",
+    type=sorted(e.lstrip(".") for e in EXTENSIONS),
+    accept_multiple_files=True,
+    key="uploads",
+    max_upload_size=MAX_UPLOAD_MB,  # the browser and server refuse bigger files before sending them
 )
 if uploads and not current_calibration(library).calibrated:
     st.caption("Scores are not calibrated yet: train with 50 or more tagged photos for calibrated scores.")
