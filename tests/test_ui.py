@@ -152,3 +152,20 @@ def test_evaluation_page_shows_the_benchmark_tables_and_plots(app_home):
     at = run_page("evaluation")
     assert any("Wiki" in m.value for m in at.markdown)
     assert len(at.get("image")) >= 3
+
+
+def test_only_library_photos_are_served_and_thumbnails_are_kept_on_disk(sample_app, tmp_path):
+    from ui.common import thumbnail_path
+
+    photo = sample_app.store.paths_of([1])[0]
+    thumb = thumbnail_path(sample_app, photo)
+    assert thumb.is_relative_to(sample_app.settings.home / "thumbnails")
+    with Image.open(thumb) as image:
+        assert max(image.size) <= 320
+    made = thumb.stat().st_mtime_ns
+    assert thumbnail_path(sample_app, photo) == thumb and thumb.stat().st_mtime_ns == made  # made once
+    outside = tmp_path / "not_indexed.png"
+    Image.new("RGB", (40, 30), "blue").save(outside)
+    for path in (str(outside), "/etc/passwd", photo + "/../" + Path(photo).name):
+        assert thumbnail_path(sample_app, path) is None
+    assert len(list((sample_app.settings.home / "thumbnails").rglob("*.jpg"))) == 1
