@@ -6,6 +6,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from retrieval.annotate import (
+    Calibration,
     accept_tags,
     calibration_error,
     calibration_table,
@@ -135,3 +136,12 @@ def test_calibration_table_and_precision_by_hand():
     assert calibration_error(table) == pytest.approx((0.05 + 0.15 + 0.15 + 2 * 0.425) / 5)
     groups = np.array([1, 1, 1, 2, 2])
     assert precision_at(scores, right, groups, k=2) == pytest.approx((0.5 + 0.5) / 2)
+
+
+def test_calibration_scores_use_the_squared_terms_when_fitted_with_them():
+    features = np.array([[0.5, 0.2, 0.1]])
+    old = Calibration(weights=[1.0, 2.0, 3.0, -1.0])  # signals alone: stored before the squares
+    assert old.score(features)[0] == pytest.approx(1 / (1 + np.exp(-(0.5 + 0.4 + 0.3 - 1.0))))
+    new = Calibration(weights=[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, -1.0])
+    z = 0.5 + 0.4 + 0.3 + 4 * 0.25 + 5 * 0.04 + 6 * 0.01 - 1.0
+    assert new.score(features)[0] == pytest.approx(1 / (1 + np.exp(-z)))
