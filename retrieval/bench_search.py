@@ -339,9 +339,9 @@ def markdown(result: dict) -> str:
             f"Tag suggestions on untagged photos: precision@5 {q['tag_precision_at_5']:.3f} (ceiling "
             f"{q['tag_precision_at_5_ceiling']:.3f}: photos carry 1–3 tags), recall@5 {q['tag_recall_at_5']:.3f}.",
             "",
-            f"Calibration: the top-10 suggestions for each of {q.get('tag_photos', 500):,} untagged photos; "
-            f"expected calibration error {q.get('calibration_untagged_error', float('nan')):.3f} "
-            f"({q.get('calibration_held_out_error', float('nan')):.3f} out of fold on the "
+            f"Calibration: the top-10 suggestions for each of {q['tag_photos']:,} untagged photos; "
+            f"expected calibration error {q['calibration_untagged_error']:.3f} "
+            f"({q['calibration_held_out_error']:.3f} out of fold on the "
             f"{q['held_out_photos']:,} tagged photos held out at training).",
             "",
             "| score bin | suggestions | mean score | right (untagged photos) |",

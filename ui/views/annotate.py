@@ -26,7 +26,7 @@ uploads = st.file_uploader(
     type=sorted(e.lstrip(".") for e in EXTENSIONS),
     accept_multiple_files=True,
     key="uploads",
-    max_upload_size=MAX_UPLOAD_MB,  # the browser and server refuse bigger files before sending them
+    max_upload_size=MAX_UPLOAD_MB,  # bigger files are refused before they are sent
 )
 if uploads and not current_calibration(library).calibrated:
     st.caption("Scores are not calibrated yet: train with 50 or more tagged photos for calibrated scores.")
