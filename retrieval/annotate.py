@@ -4,9 +4,9 @@ A candidate tag is judged on three signals: how close its code is to the photo's
 hashing), how similar its text embedding is to the photo's (CLIP), and how many of the photo's
 nearest library photos carry it. A logistic model over the three and their squares (so the
 score can bend where a straight line would be over- or under-confident) turns them into a
-probability; it is fitted, when a model is trained, on tagged photos held out of the training, so that of the
-suggestions scored about 0.8 about 80% are right. Without enough held-out photos the scores
-use fixed weights and say they are not calibrated.
+probability. It is fitted, when a model is trained, on tagged photos held out of the training,
+so that of the suggestions scored about 0.8 about 80% are right. Without enough held-out
+photos the scores use fixed weights and say they are not calibrated.
 """
 
 from __future__ import annotations

@@ -20,9 +20,20 @@ def test_search_bench_at_toy_sizes(tmp_path):
     assert quality["tag_photos"] == 300  # every untagged photo
     assert sum(row["suggestions"] for row in quality["calibration_untagged"]) == 300 * 10
     assert 0 <= quality["calibration_untagged_error"] <= 1
+    assert 0 <= quality["calibration_untagged_error_middle"] <= 1
+    band = quality["scored_07_to_09"]  # the bins 0.7–0.8 and 0.8–0.9 taken together
+    rows = [r for r in quality["calibration_untagged"] if r["bin"] in ("0.7–0.8", "0.8–0.9")]
+    assert band["suggestions"] == sum(r["suggestions"] for r in rows)
+    if band["suggestions"]:
+        right = sum(r["suggestions"] * r["right"] for r in rows) / band["suggestions"]
+        assert band["right"] == pytest.approx(right) and 0.7 <= band["mean_score"] < 0.9
     for row in quality["search"]:
         assert 0 < row["map_at_k"]["hash_rerank"] <= 1 and 0 < row["map_at_k"]["float"] <= 1
     written = json.loads((tmp_path / "search_bench.json").read_text())
     assert written["quality"]["tag_photos"] == 300
     markdown = (tmp_path / "search_bench.md").read_text()
-    assert "| 3,000 |" in markdown and "expected calibration error" in markdown
+    assert (
+        "| 3,000 |" in markdown
+        and "expected calibration error" in markdown
+        and "Between 0.1 and 0.9 the scores are off by" in markdown
+    )
