@@ -6,6 +6,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from retrieval.annotate import (
+    FEATURES,
     Calibration,
     accept_tags,
     calibration_error,
@@ -118,6 +119,7 @@ def test_calibration_is_fitted_on_held_out_photos():
     metrics = train_library(library, bits=32)
     calibration = current_calibration(library)
     assert metrics["held_out"] == 80 and calibration.calibrated and calibration.photos == 80
+    assert len(calibration.weights) == 2 * len(FEATURES) + 1  # each signal, its square, the bias
     table = calibration.table
     assert sum(row["suggestions"] for row in table) > 80 * 20
     # calibrated: in the bins holding most suggestions, the share right is near the mean score
