@@ -17,7 +17,7 @@ METHODS = ("sparsehash", "sparsehash_dense", "srp_lsh", "cmssh", "cca_itq", "flo
 def user_errors() -> tuple[type[BaseException], ...]:
     """Library errors that become one clear line (click.ClickException) instead of a traceback."""
     from models.clip import WeightsUnavailable
-    from retrieval.bench import BenchError
+    from bench.wiki import BenchError
     from retrieval.ingest import IngestError
     from retrieval.library import NoHashModel
     from retrieval.search import EmptyLibrary
@@ -286,7 +286,7 @@ def bench_wiki(out_dir, data, bits, seeds, methods, as_json) -> None:
     for b in bits:
         if b <= 0 or b % 8:
             raise click.BadParameter(f"code lengths must be positive multiples of 8, got {b}")
-    from retrieval.bench import run_wiki
+    from bench.wiki import run_wiki
 
     try:
         records = run_wiki(data, out_dir, bits=sorted(set(bits)), seeds=seeds, methods=methods)
@@ -310,7 +310,7 @@ def bench_wiki(out_dir, data, bits, seeds, methods, as_json) -> None:
 @click.pass_context
 def bench_index(ctx, out_dir, photos, rerun_photos, repeats) -> None:
     """Indexing throughput against the bare encoder, and incremental reruns (default encoder: random)."""
-    from retrieval.bench_index import run_index_bench
+    from bench.index import run_index_bench
 
     try:
         run_index_bench(
@@ -329,7 +329,7 @@ def bench_index(ctx, out_dir, photos, rerun_photos, repeats) -> None:
 @click.option("--queries", default=1000, show_default=True, type=click.IntRange(10))
 def bench_search(out_dir, sizes, e2e_photos, queries) -> None:
     """Search latency at 1M and 10M photos against FAISS, and end to end in a warm library."""
-    from retrieval.bench_search import run_search_bench
+    from bench.search import run_search_bench
 
     try:
         counts = [int(s.replace("_", "")) for s in sizes.split(",") if s.strip()]

@@ -17,7 +17,7 @@ from models.sparsehash import SparseHash
 from retrieval.config import Settings
 from retrieval.index import CodeIndex
 from retrieval.store import Store
-from retrieval.train import model_from_bytes, model_to_bytes
+from models.checkpoint import model_from_bytes, model_to_bytes
 
 
 class NoHashModel(RuntimeError):

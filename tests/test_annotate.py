@@ -19,7 +19,7 @@ from retrieval.cli import main
 from retrieval.config import Settings
 from retrieval.library import Library
 from retrieval.search import UnknownTag, parse_query, search
-from retrieval.synthetic import AlignedConcepts, AlignedEncoder, fill_library
+from bench.synthetic import AlignedConcepts, AlignedEncoder, fill_library
 from retrieval.train import train_library
 from retrieval.vocabulary import shipped_vocabulary
 from tests.conftest import colour_of

@@ -73,7 +73,7 @@ def test_bench_wiki_writes_results_for_every_method_and_direction(tmp_path):
 
 
 def test_sparsity_ablation_pairs_the_seeds():
-    from retrieval.bench import sparsity_ablation_lines
+    from bench.wiki import sparsity_ablation_lines
 
     by = {
         ("sparsehash", 48, "t2i"): {"recall_r2_by_seed": [0.5, 0.6, 0.75]},
@@ -86,7 +86,7 @@ def test_sparsity_ablation_pairs_the_seeds():
 
 
 def test_knn_text_accuracy_on_a_hand_made_case():
-    from retrieval.bench import Split, _knn_accuracy
+    from bench.wiki import Split, _knn_accuracy
 
     one_hot = np.eye(2, dtype=np.float32)
     reference = Split(np.zeros((5, 1)), np.array([[0.0], [0.1], [0.2], [5.0], [5.1]]), one_hot[[0, 0, 0, 1, 1]])
@@ -115,13 +115,14 @@ def test_bits_option_takes_several_values():
 
 
 def test_cli_lists_the_same_methods_as_the_bench():
-    from retrieval import bench, cli
+    from bench import wiki
+    from retrieval import cli
 
-    assert cli.METHODS == bench.METHODS
+    assert cli.METHODS == wiki.METHODS
 
 
 def test_hellinger_features_are_square_roots_centred_on_the_training_mean(tmp_path):
-    from retrieval.bench import load_wiki
+    from bench.wiki import load_wiki
 
     data = tmp_path / "wiki.mat"
     fake_wiki(data)
@@ -133,7 +134,7 @@ def test_hellinger_features_are_square_roots_centred_on_the_training_mean(tmp_pa
 
 
 def test_all_anchors_means_every_training_item(tmp_path):
-    from retrieval.bench import lift, load_wiki
+    from bench.wiki import lift, load_wiki
 
     data = tmp_path / "wiki.mat"
     fake_wiki(data)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from retrieval.bench_search import run_search_bench
+from bench.search import run_search_bench
 
 
 @pytest.mark.clip

@@ -15,7 +15,7 @@ from retrieval.config import Settings
 from retrieval.imageio import content_hash, decode_image
 from retrieval.ingest import IngestError, index_paths
 from retrieval.library import Library
-from retrieval.synthetic import synthetic_photo, write_photo
+from bench.synthetic import synthetic_photo, write_photo
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data"
@@ -232,7 +232,7 @@ def test_a_decoder_worker_killed_mid_run_loses_nothing(tmp_path):
     """A dead worker breaks the process pool; the run retries what was in flight and goes on."""
     import signal
 
-    from retrieval.synthetic import make_photo_folder
+    from bench.synthetic import make_photo_folder
 
     folder = tmp_path / "photos"
     make_photo_folder(folder, 40, size=(160, 120))

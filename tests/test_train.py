@@ -6,14 +6,8 @@ import torch
 
 from models.sparsehash import SparseHashConfig
 from retrieval.evaluate import evaluate_codes
-from retrieval.train import (
-    CheckpointError,
-    PairSampler,
-    TrainConfig,
-    load_checkpoint,
-    save_checkpoint,
-    train_sparsehash,
-)
+from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from retrieval.train import PairSampler, TrainConfig, train_sparsehash
 
 FAST = TrainConfig(max_epochs=20, eval_every=5, batch_size=64, threads=1)
 

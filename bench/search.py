@@ -22,7 +22,7 @@ import numpy as np
 from models.sparsehash import SparseHash, SparseHashConfig
 from retrieval.config import SHORTLIST
 from retrieval.multi_index import MultiIndex
-from retrieval.synthetic import AlignedConcepts, AlignedEncoder, fill_library
+from bench.synthetic import AlignedConcepts, AlignedEncoder, fill_library
 from retrieval.train import TrainConfig, train_sparsehash
 
 SHARD = 1_000_000

@@ -143,11 +143,11 @@ def fill_library(library, vectors: np.ndarray, labels: np.ndarray | None = None,
     return ids
 
 
-if __name__ == "__main__":  # python -m retrieval.synthetic FOLDER COUNT [WIDTH HEIGHT]
+if __name__ == "__main__":  # python -m bench.synthetic FOLDER COUNT [WIDTH HEIGHT]
     import sys
 
     args = sys.argv[1:]
     if len(args) not in (2, 4):
-        sys.exit("usage: python -m retrieval.synthetic FOLDER COUNT [WIDTH HEIGHT]")
+        sys.exit("usage: python -m bench.synthetic FOLDER COUNT [WIDTH HEIGHT]")
     wh = (int(args[2]), int(args[3])) if len(args) == 4 else (4000, 3000)
     make_photo_folder(args[0], int(args[1]), size=wh)

@@ -20,7 +20,7 @@ from retrieval.config import Settings
 from retrieval.imageio import decode_image
 from retrieval.ingest import index_paths
 from retrieval.library import Library
-from retrieval.synthetic import make_photo_folder
+from bench.synthetic import make_photo_folder
 
 
 def _photo_folder(folder: Path, count: int, size: tuple[int, int]) -> Path:

@@ -1,0 +1,1 @@
+"""The benchmarks and their synthetic data, apart from the product: nothing in retrieval/ imports them."""
