@@ -145,7 +145,7 @@ def test_all_anchors_means_every_training_item(tmp_path):
 
 
 def test_tuning_fits_the_anchor_map_without_the_validation_items(tmp_path, monkeypatch):
-    from retrieval import bench
+    from bench import wiki as bench
 
     data = tmp_path / "wiki.mat"
     fake_wiki(data)
