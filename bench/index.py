@@ -16,11 +16,11 @@ import sys
 import time
 from pathlib import Path
 
+from bench.synthetic import make_photo_folder
 from retrieval.config import Settings
 from retrieval.imageio import decode_image
 from retrieval.ingest import index_paths
 from retrieval.library import Library
-from bench.synthetic import make_photo_folder
 
 
 def _photo_folder(folder: Path, count: int, size: tuple[int, int]) -> Path:

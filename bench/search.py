@@ -19,10 +19,10 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from bench.synthetic import AlignedConcepts, AlignedEncoder, fill_library
 from models.sparsehash import SparseHash, SparseHashConfig
 from retrieval.config import SHORTLIST
 from retrieval.multi_index import MultiIndex
-from bench.synthetic import AlignedConcepts, AlignedEncoder, fill_library
 from retrieval.train import TrainConfig, train_sparsehash
 
 SHARD = 1_000_000

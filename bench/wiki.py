@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
+from bench import BenchError
 from models.baselines import CcaItq, CmSsh, FloatCca, SrpLsh
 from models.features import RbfFeatures
 from models.sparsehash import SparseHashConfig
@@ -34,10 +35,6 @@ from retrieval.train import TrainConfig, split_validation, train_sparsehash
 METHODS = ("sparsehash", "sparsehash_dense", "srp_lsh", "cmssh", "cca_itq", "float_cca")
 SEED_TABLE_BITS = 48  # the code length of the seed's table of unique codes and r-neighbours
 TRAIN_THREADS = int(os.environ.get("HASHLENS_BENCH_THREADS", "2"))  # torch threads per training run
-
-
-class BenchError(RuntimeError):
-    """The benchmark cannot run: missing or malformed data."""
 
 
 @dataclass

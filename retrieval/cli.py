@@ -16,8 +16,8 @@ METHODS = ("sparsehash", "sparsehash_dense", "srp_lsh", "cmssh", "cca_itq", "flo
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Library errors that become one clear line (click.ClickException) instead of a traceback."""
+    from bench import BenchError
     from models.clip import WeightsUnavailable
-    from bench.wiki import BenchError
     from retrieval.ingest import IngestError
     from retrieval.library import NoHashModel
     from retrieval.search import EmptyLibrary
@@ -337,6 +337,28 @@ def bench_search(out_dir, sizes, e2e_photos, queries) -> None:
         raise click.BadParameter(f"--sizes wants comma-separated counts, got {sizes!r}") from None
     try:
         run_search_bench(out_dir, sizes=counts, e2e_photos=e2e_photos, queries=queries)
+    except user_errors() as e:
+        raise click.ClickException(str(e)) from e
+
+
+DEFAULT_REALCLIP = "../shared/datasets/realclip"
+
+
+@bench.command("clip")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--data", default=DEFAULT_REALCLIP, show_default=True, help="The realclip folder.")
+@click.option(
+    "--seeds", default=5, show_default=True, type=click.IntRange(1), help="Seeds of the tagged/untagged split."
+)
+@click.option(
+    "--variant", "variants", multiple=True, type=click.Choice(("named", "personal")), default=("named", "personal")
+)
+def bench_clip(out_dir, data, seeds, variants) -> None:
+    """Learning the user's tags on real CLIP vectors: hashlens against float CLIP and a probe."""
+    from bench.clip import run_clip_bench
+
+    try:
+        run_clip_bench(out_dir, data=data, seeds=seeds, variants=variants)
     except user_errors() as e:
         raise click.ClickException(str(e)) from e
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from models.checkpoint import model_from_bytes, model_to_bytes
 from models.clip import Encoder, encoder_name, is_demo, make_encoder
 from models.sparsehash import SparseHash
 from retrieval.config import Settings
 from retrieval.index import CodeIndex
 from retrieval.store import Store
-from models.checkpoint import model_from_bytes, model_to_bytes
 
 
 class NoHashModel(RuntimeError):
@@ -25,7 +25,9 @@ class NoHashModel(RuntimeError):
 
 
 class Library:
-    def __init__(self, settings: Settings, *, encoder: Encoder | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, encoder: Encoder | None = None, vocabulary: list[str] | None = None
+    ) -> None:
         self.store = Store(settings.database_path)
         # The encoder: as asked, else the one this library was built with, else CLIP's default.
         # Embeddings from different encoders never mix, so the choice is remembered.
@@ -38,6 +40,7 @@ class Library:
                 self.store.set_meta("weights", settings.weights)
         self.settings = settings
         self._encoder = encoder
+        self._vocabulary = vocabulary  # tags known without being in the library (None: the shipped list)
         self._index: CodeIndex | None = None
         self._model: tuple[int, SparseHash] | None = None
         self._tag_table: tuple[tuple, tuple] | None = None  # (model id, tag names) -> tag_table()
@@ -66,6 +69,15 @@ class Library:
             s = self.settings
             self._encoder = make_encoder(s.encoder, model=s.model, weights=s.weights, batch_size=s.batch_size)
         return self._encoder
+
+    @property
+    def vocabulary(self) -> list[str]:
+        """Tags a user may search for and be suggested beyond the library's own."""
+        if self._vocabulary is None:
+            from retrieval.vocabulary import shipped_vocabulary
+
+            return shipped_vocabulary()
+        return self._vocabulary
 
     def hash_model(self) -> tuple[int, SparseHash] | None:
         """(model id, model) of the newest hash model for this library's encoder, or None."""

@@ -20,6 +20,7 @@ from models.bits import hamming_distances
 from models.sparsehash import SparseHash, SparseHashConfig
 from retrieval.evaluate import hamming_map, relevance
 
+
 @dataclass
 class TrainConfig:
     max_epochs: int = 200  # upper bound on passes over the training items
@@ -245,7 +246,7 @@ def library_training_data(
     any tag still trains. Tagged photos' text is their tag list. Photos in `exclude` (held out
     for calibration) are left out.
     """
-    from retrieval.vocabulary import TagVocabulary, shipped_vocabulary
+    from retrieval.vocabulary import TagVocabulary
 
     ids, images = library.embeddings()
     keep = np.array([int(i) not in exclude for i in ids], bool)
@@ -254,7 +255,7 @@ def library_training_data(
         raise NothingToTrain(f"the library has {len(ids)} embedded photos; index at least 8 before training")
     tags_by_image = library.store.tags_by_image()
     vocabulary = sorted({t for i in ids for t in tags_by_image.get(int(i), [])})
-    zero_shot = vocabulary or shipped_vocabulary()
+    zero_shot = vocabulary or library.vocabulary
     tag_vectors = TagVocabulary(library).vectors(zero_shot)
     texts, label_sets, has_tags = [], [], []
     for row, image_id in enumerate(ids):

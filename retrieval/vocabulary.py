@@ -32,7 +32,7 @@ class TagVocabulary:
 
     def names(self) -> list[str]:
         """Library tags first (the user's words), then the shipped ones, without duplicates."""
-        return list(dict.fromkeys(self.library.store.tag_names() + shipped_vocabulary()))
+        return list(dict.fromkeys(self.library.store.tag_names() + self.library.vocabulary))
 
     def vectors(self, names: list[str]) -> np.ndarray:
         """Text embeddings [len(names), dim], encoding and caching those not seen before."""

@@ -5,6 +5,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from bench.synthetic import AlignedConcepts, AlignedEncoder, fill_library
 from retrieval.annotate import (
     FEATURES,
     Calibration,
@@ -19,7 +20,6 @@ from retrieval.cli import main
 from retrieval.config import Settings
 from retrieval.library import Library
 from retrieval.search import UnknownTag, parse_query, search
-from bench.synthetic import AlignedConcepts, AlignedEncoder, fill_library
 from retrieval.train import train_library
 from retrieval.vocabulary import shipped_vocabulary
 from tests.conftest import colour_of

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.synthetic import synthetic_photo, write_photo
 from models.clip import FakeEncoder
 from models.sparsehash import SparseHash, SparseHashConfig
 from retrieval.config import Settings
 from retrieval.imageio import content_hash, decode_image
 from retrieval.ingest import IngestError, index_paths
 from retrieval.library import Library
-from bench.synthetic import synthetic_photo, write_photo
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_data"

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from models.sparsehash import SparseHashConfig
 from retrieval.evaluate import evaluate_codes
-from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from retrieval.train import PairSampler, TrainConfig, train_sparsehash
 
 FAST = TrainConfig(max_epochs=20, eval_every=5, batch_size=64, threads=1)
