@@ -76,21 +76,32 @@ class SparseHash(nn.Module):
         left: torch.Tensor,
         right: torch.Tensor,
         similar: torch.Tensor,
+        has_image: torch.Tensor | None = None,
+        has_text: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Mean loss over pairs of items (left[k], right[k]) with similarity similar[k].
 
-        images [u, image_dim] and texts [u, text_dim] are the features of u paired items, each
-        encoded once; a pair of items gives an image–image, a text–text and two image–text
-        comparisons (image_left–text_right and text_left–image_right).
+        images [u, image_dim] and texts [u, text_dim] are the features of u items, each encoded
+        once; a pair of items gives an image–image, a text–text and two image–text comparisons
+        (image_left–text_right and text_left–image_right). An item may lack one side (has_image,
+        has_text [u] bool: a photo nobody tagged has no text, a tag on its own has no image);
+        comparisons with a missing side are left out of the mean.
         """
         c = self.config
         h, g = self.image(images), self.text(texts)  # [u, bits] each
+        u = len(images)
+        hi = torch.ones(u) if has_image is None else has_image.float()
+        ht = torch.ones(u) if has_text is None else has_text.float()
         kw = dict(margin=c.margin, lam=c.lam, alpha=c.alpha)
-        total = c.weight_ii * pair_loss(h[left], h[right], similar, **kw)
-        total = total + c.weight_tt * pair_loss(g[left], g[right], similar, **kw)
-        total = total + 0.5 * c.weight_it * pair_loss(h[left], g[right], similar, **kw)
-        total = total + 0.5 * c.weight_it * pair_loss(g[left], h[right], similar, **kw)
-        return total.mean()
+        terms = [
+            (c.weight_ii, pair_loss(h[left], h[right], similar, **kw), hi[left] * hi[right]),
+            (c.weight_tt, pair_loss(g[left], g[right], similar, **kw), ht[left] * ht[right]),
+            (0.5 * c.weight_it, pair_loss(h[left], g[right], similar, **kw), hi[left] * ht[right]),
+            (0.5 * c.weight_it, pair_loss(g[left], h[right], similar, **kw), ht[left] * hi[right]),
+        ]
+        total = sum(w * (loss * mask) for w, loss, mask in terms)
+        compared = sum(mask for _, _, mask in terms) > 0  # pairs with at least one comparison
+        return total.sum() / compared.sum().clamp(min=1)
 
     def encode(self, features: np.ndarray, modality: str, batch_size: int = 4096) -> np.ndarray:
         """Features [n, dim] -> packed codes [n, bits/8] uint8."""

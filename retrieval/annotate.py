@@ -1,8 +1,9 @@
 """Photo → tags: suggestions with calibrated scores, and accepting them as the user's own.
 
-A candidate tag is judged on three signals: how close its code is to the photo's code (the
-hashing), how similar its text embedding is to the photo's (CLIP), and how many of the photo's
-nearest library photos carry it. A logistic model over the three and their squares (so the
+A candidate tag is judged on four signals: how close its code is to the photo's code (the
+hashing), how close the networks' relaxed codes are (what the model learned, without ties), how
+similar its text embedding is to the photo's (CLIP), and how many of the photo's nearest
+library photos carry it. A logistic model over the signals and their squares (so the
 score can bend where a straight line would be over- or under-confident) turns them into a
 probability. It is fitted, when a model is trained, on tagged photos held out of the training,
 so that of the suggestions scored about 0.8 about 80% are right. Without enough held-out
@@ -18,13 +19,15 @@ import numpy as np
 from scipy.optimize import minimize
 
 from retrieval.library import Library
+from retrieval.ranking import learned_similarity, relaxed_codes
 from retrieval.vocabulary import hamming_to, normalise_tag
 
 CANDIDATES = 30  # tags nearest to the photo by code (then by text similarity) considered
 NEIGHBOURS = 10  # nearest library photos whose tags vote
-MIN_HELD_OUT = 10  # tagged photos needed to fit the calibration
-FEATURES = ("code_match", "text_similarity", "neighbour_votes")
-UNCALIBRATED_WEIGHTS = [4.0, 4.0, 4.0, -6.0]  # a plausible monotone score until one is fitted
+MIN_CALIBRATION_PHOTOS = 10  # held-out tagged photos needed to fit the calibration
+FEATURES = ("code_match", "learned_match", "text_similarity", "neighbour_votes")  # columns of candidate_features
+FIRST_FEATURES = ("code_match", "text_similarity", "neighbour_votes")  # what models stored before 2026-12 used
+UNCALIBRATED_WEIGHTS = [4.0, 4.0, 4.0, -6.0]  # on FIRST_FEATURES: a plausible monotone score until one is fitted
 
 
 @dataclass
@@ -38,15 +41,18 @@ class TagSuggestion:
 
 @dataclass
 class Calibration:
-    # per FEATURES term (with their squares after them once fitted), then the bias
+    # per term of `features` (with their squares after them once fitted), then the bias
     weights: list[float] = field(default_factory=lambda: list(UNCALIBRATED_WEIGHTS))
+    features: list[str] = field(default_factory=lambda: list(FIRST_FEATURES))  # the signals weighed
     calibrated: bool = False  # fitted on held-out tagged photos
     photos: int = 0  # held-out photos it was measured on
     table: list[dict] = field(default_factory=list)  # score bin -> suggestions, mean score, share right
     precision_at_5: float | None = None  # share of right tags among the top 5, held-out photos
 
     def score(self, features: np.ndarray) -> np.ndarray:
+        """Probabilities [m] for candidate_features rows [m, len(FEATURES)]."""
         w = np.asarray(self.weights)
+        features = features[:, [FEATURES.index(f) for f in self.features]]
         # weights fitted before the squared terms existed (and the fixed ones) take the signals alone
         terms = features if len(w) == features.shape[1] + 1 else logistic_terms(features)
         return 1.0 / (1.0 + np.exp(-(terms @ w[:-1] + w[-1])))
@@ -67,11 +73,12 @@ def current_calibration(library: Library) -> Calibration:
 def candidate_features(
     library: Library, vector: np.ndarray, table, *, tags_of, exclude_id: int | None = None
 ) -> tuple[list[str], np.ndarray]:
-    """(candidate tags, features [m, 3]) for one photo embedding [dim]; `table` from Library.tag_table()."""
+    """(candidate tags, features [m, len(FEATURES)]) for one photo embedding [dim]; `table` from
+    Library.tag_table()."""
     _, model = library.hash_model()
     bits = model.config.bits
     code = model.encode(vector[None], "image")[0]
-    names, tag_vectors, tag_codes = table
+    names, tag_vectors, tag_codes, tag_relaxed = table
     distances = hamming_to(code, tag_codes)
     similarity = np.einsum("ij,j->i", tag_vectors, vector)  # not `@`: see Library.similarities
     nearest_tags = np.lexsort((-similarity, distances))[:CANDIDATES]
@@ -90,8 +97,15 @@ def candidate_features(
     position = {n: i for i, n in enumerate(names)}
     candidates = list(dict.fromkeys([names[i] for i in nearest_tags] + [t for t in votes if t in position]))
     rows = [position[t] for t in candidates]
+    learned = learned_similarity(relaxed_codes(model, vector[None], "image"), tag_relaxed[rows])[0]
     features = np.stack(
-        [1.0 - distances[rows] / bits, similarity[rows], np.array([votes.get(t, 0.0) for t in candidates])], axis=1
+        [
+            1.0 - distances[rows] / bits,
+            learned,
+            similarity[rows],
+            np.array([votes.get(t, 0.0) for t in candidates]),
+        ],
+        axis=1,
     )
     return candidates, features
 
@@ -196,7 +210,7 @@ def fit_calibration(library: Library, photo_ids: list[int], truth: dict[int, set
     The table and precision@5 are measured out of fold (two folds by photo), so they describe
     photos the weights were not fitted on; the stored weights are then fitted on all of them.
     """
-    if len(photo_ids) < MIN_HELD_OUT:
+    if len(photo_ids) < MIN_CALIBRATION_PHOTOS:
         return Calibration()
     tags_by_image = library.store.tags_by_image()
     vectors = library.store.embeddings_of(library.encoder_name, photo_ids)
@@ -214,9 +228,10 @@ def fit_calibration(library: Library, photo_ids: list[int], truth: dict[int, set
     out_of_fold = np.zeros(len(y))
     for test in (fold, ~fold):
         weights = _fit_logistic(logistic_terms(x[~test]), y[~test])
-        out_of_fold[test] = Calibration(weights).score(x[test])
+        out_of_fold[test] = Calibration(weights, features=list(FEATURES)).score(x[test])
     return Calibration(
         weights=_fit_logistic(logistic_terms(x), y),
+        features=list(FEATURES),
         calibrated=True,
         photos=len(photo_ids),
         table=calibration_table(out_of_fold, y),

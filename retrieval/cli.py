@@ -22,7 +22,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from retrieval.library import NoHashModel
     from retrieval.search import EmptyLibrary
     from retrieval.store import StoreError
-    from retrieval.train import NothingToTrain
+    from retrieval.supervision import NothingToTrain
 
     return (
         WeightsUnavailable,

@@ -17,6 +17,7 @@ from models.clip import Encoder, encoder_name, is_demo, make_encoder
 from models.sparsehash import SparseHash
 from retrieval.config import Settings
 from retrieval.index import CodeIndex
+from retrieval.ranking import relaxed_codes
 from retrieval.store import Store
 
 
@@ -103,8 +104,9 @@ class Library:
             )
         return self._index
 
-    def tag_table(self) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """(names, text embeddings, packed codes) of the tag vocabulary under the current model.
+    def tag_table(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+        """(names, text embeddings, packed codes, relaxed codes) of the tag vocabulary under the
+        current model.
 
         Kept in memory until the model or the library's tags change: every tag suggestion needs
         it, and reading 2,700 cached rows from SQLite each time costs tens of milliseconds.
@@ -115,7 +117,9 @@ class Library:
         names = vocabulary.names()
         key = (self.hash_model()[0], tuple(names))
         if self._tag_table is None or self._tag_table[0] != key:
-            self._tag_table = (key, (names, vocabulary.vectors(names), vocabulary.codes(names)))
+            vectors = vocabulary.vectors(names)
+            relaxed = relaxed_codes(self.hash_model()[1], vectors, "text")
+            self._tag_table = (key, (names, vectors, vocabulary.codes(names), relaxed))
         return self._tag_table[1]
 
     def model_metrics(self) -> dict:

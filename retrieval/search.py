@@ -1,4 +1,5 @@
-"""Tags → photos: text → code → Hamming shortlist → optional re-rank by float CLIP similarity."""
+"""Tags → photos: the photos carrying the tags first, then text → code → Hamming shortlist →
+ranked by the fused score (what the hash model learned with CLIP's cosine, retrieval/ranking.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import numpy as np
 
 from retrieval.config import SHORTLIST
 from retrieval.library import Library, NoHashModel
+from retrieval.ranking import Fusion, score_photos
+from retrieval.supervision import unit_mean
 from retrieval.vocabulary import TagVocabulary, hamming_to, normalise_tag
 
 
@@ -22,7 +25,7 @@ class UnknownTag(ValueError):
 
 @dataclass
 class Query:
-    """A parsed query: plain ("dog, beach": one embedding of the whole text) or boolean
+    """A parsed query: plain ("dog, beach": photos should match every tag) or boolean
     ("dog AND beach NOT night": every `all_of` tag must match and no `none_of` tag may)."""
 
     text: str
@@ -74,8 +77,9 @@ def check_tags(library: Library, tags: list[str]) -> None:
 @dataclass
 class SearchResult:
     path: str
-    score: float  # cosine similarity of the query text and the photo (re-ranked), else 1 − hamming/bits
+    score: float  # ranking score, higher is better (fused, see retrieval/ranking.py), else 1 − hamming/bits
     hamming: int  # Hamming distance between the query code and the photo code
+    tagged: bool = False  # the photo carries the query's tags (all of them): such photos come first
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,9 +97,10 @@ def search(
 ) -> list[SearchResult]:
     """The photos best matching `query` ("dog, beach" or "dog AND beach NOT night"), best first.
 
-    Plain: Hamming top-k·shortlist (or everything within `radius`), then, with rerank, ordered
-    by the float similarity of the stored embeddings; without it, by Hamming distance alone.
-    Boolean: see boolean_search. Tags must be known (library or vocabulary) unless free_text.
+    Plain: the photos that carry every tag first, then the Hamming top-k·shortlist (or
+    everything within `radius`); with rerank, each group ordered by the fused score, without
+    it by Hamming distance alone. Boolean: see boolean_search. Tags must be known (library or
+    vocabulary) unless free_text; a text that is not a known tag is embedded whole.
     """
     parsed = parse_query(query)
     require_searchable(library)
@@ -103,8 +108,35 @@ def search(
         check_tags(library, parsed.tags)
     if parsed.boolean:
         return boolean_search(library, parsed, k=k, radius=radius, rerank=rerank)
-    vector = library.encoder.encode_texts([parsed.text])  # [1, dim]
-    return _rank(library, vector, "text", k=k, radius=radius, rerank=rerank, shortlist=shortlist)
+    vectors, weight = query_vectors(library, parsed.tags, parsed.text)
+    carried = carrying_all(library, parsed.tags)
+    return _rank(
+        library, vectors, "text", k=k, radius=radius, rerank=rerank, shortlist=shortlist, carried=carried, weight=weight
+    )
+
+
+def query_vectors(library: Library, tags: list[str], text: str) -> tuple[np.ndarray, float | None]:
+    """(text vectors [t, dim], fused weight) of a query: one cached vector per known tag, else the
+    whole text embedded. The weight is the fitted one when the model learned every tag, else
+    None: CLIP alone (retrieval/ranking.py says why)."""
+    vocabulary = TagVocabulary(library)
+    if tags and set(tags) <= set(vocabulary.names()):
+        vectors = vocabulary.vectors(tags)
+    else:
+        vectors, tags = library.encoder.encode_texts([text]), []
+    learned = set(library.model_metrics().get("learned_tags", []))
+    return vectors, (fusion_of(library).text_weight if tags and set(tags) <= learned else None)
+
+
+def carrying_all(library: Library, tags: list[str]) -> set[int]:
+    """Ids of the photos that carry every one of `tags` (user, sidecar, XMP/IPTC or accepted)."""
+    if not tags:
+        return set()
+    return set.intersection(*(set(library.store.images_tagged(t)) for t in tags))
+
+
+def fusion_of(library: Library) -> Fusion:
+    return Fusion.from_dict(library.model_metrics().get("fusion"))
 
 
 def boolean_search(
@@ -114,15 +146,14 @@ def boolean_search(
 
     A photo matches a tag when it carries it, or when its code lies within the match radius of
     the tag's code (`radius`, else the one chosen at training for the best F1 on the training
-    tags). Matches are ordered by their mean similarity to the `all_of` tags.
+    tags). Photos carrying every `all_of` tag come first; each group is ordered by the fused
+    score for the `all_of` tags (by their mean Hamming similarity without rerank).
     """
     _, model = library.hash_model()
-    bits = model.config.bits
     if radius is None:
-        radius = int(library.model_metrics().get("match_radius", bits // 16))
+        radius = int(library.model_metrics().get("match_radius", model.config.bits // 16))
     tags = query.all_of + query.none_of
-    vocabulary = TagVocabulary(library)
-    vectors, codes = vocabulary.vectors(tags), vocabulary.codes(tags)
+    codes = TagVocabulary(library).codes(tags)
 
     def matches(i: int) -> set[int]:
         tagged = set(library.store.images_tagged(tags[i]))
@@ -134,16 +165,19 @@ def boolean_search(
         keep -= matches(i)
     if not keep:
         return []
-    ids = np.array(sorted(keep), np.int64)
-    photo_codes = library.store.codes_of(library.hash_model()[0], ids)
-    if rerank:
-        scores = library.similarities(ids, vectors[:wanted].mean(0))  # the mean similarity to the wanted tags
-    else:
-        scores = 1.0 - np.mean([hamming_to(c, photo_codes) for c in codes[:wanted]], 0) / bits
-    order = np.argsort(-scores, kind="stable")[:k]
-    distances = hamming_to(codes[0], photo_codes[order])
-    paths = library.store.paths_of(ids[order])
-    return [SearchResult(p, float(scores[j]), int(d)) for p, j, d in zip(paths, order, distances)]
+    vectors, weight = query_vectors(library, query.all_of, query.text)
+    carried = carrying_all(library, query.all_of) & keep
+    return _order(
+        library,
+        np.array(sorted(keep), np.int64),
+        vectors,
+        "text",
+        k=k,
+        rerank=rerank,
+        carried=carried,
+        weight=weight,
+        codes=codes[:wanted],
+    )
 
 
 def similar(
@@ -153,12 +187,19 @@ def similar(
     require_searchable(library)
     path = Path(photo).expanduser().resolve()
     _, vector = library.embed_photo(path)
-    results = _rank(library, vector[None], "image", k=k + 1, radius=radius, rerank=rerank, shortlist=10)
-    return (
-        [r for r in results if r.path != str(path)][:k]
-        if radius is None
-        else [r for r in results if r.path != str(path)]
+    results = _rank(
+        library,
+        vector[None],
+        "image",
+        k=k + 1,
+        radius=radius,
+        rerank=rerank,
+        shortlist=10,
+        carried=set(),
+        weight=fusion_of(library).image_weight,
     )
+    results = [r for r in results if r.path != str(path)]
+    return results[:k] if radius is None else results
 
 
 def require_searchable(library: Library) -> None:
@@ -168,24 +209,61 @@ def require_searchable(library: Library) -> None:
         raise NoHashModel("no hash model yet: run `hashlens train` first")
 
 
-def _rank(library, vector, modality, *, k, radius, rerank, shortlist) -> list[SearchResult]:
-    """Hamming shortlist for one query embedding [1, dim], then the optional float re-rank."""
-    model_id, model = library.hash_model()
-    code = model.encode(vector, modality)  # [1, bits/8]
+def _rank(
+    library, vectors, modality, *, k, radius, rerank, shortlist, carried: set[int], weight: float | None
+) -> list[SearchResult]:
+    """The carried photos and the Hamming shortlist of the query (the mean of `vectors` [q, dim]),
+    ordered by _order."""
+    _, model = library.hash_model()
+    code = model.encode(unit_mean(vectors)[None], modality)  # [1, bits/8]
     index = library.index
     if radius is not None:
-        distances, ids = index.radius(code[0], radius)
+        _, ids = index.radius(code[0], radius)
     else:
-        distances, ids = index.knn(code[0], k * shortlist if rerank else k)
+        _, ids = index.knn(code[0], k * shortlist if rerank else k)
+    ids = np.unique(np.concatenate([ids, np.fromiter(carried, np.int64, len(carried))]))
     if len(ids) == 0:
         return []
+    return _order(
+        library,
+        ids,
+        vectors,
+        modality,
+        k=k if radius is None else None,
+        rerank=rerank,
+        carried=carried,
+        weight=weight,
+        codes=code,
+    )
+
+
+def _order(library, ids, vectors, modality, *, k, rerank, carried, weight, codes) -> list[SearchResult]:
+    """Photos `ids` best first: carried ones before the rest, each group by the fused score for
+    `vectors` (weight None: CLIP's cosine alone), or without rerank by the mean Hamming
+    similarity to the query `codes` [c, bits/8]. The first k (all when k is None)."""
+    model_id, model = library.hash_model()
+    bits = model.config.bits
+    photo_codes = library.store.codes_of(model_id, ids)
+    distances = np.mean([hamming_to(c, photo_codes) for c in codes], 0)
     if rerank:
-        scores = library.similarities(ids, vector[0])
-        order = np.argsort(-scores, kind="stable")
+        fusion = fusion_of(library)
+        spreads = (
+            (fusion.learned_spread, fusion.cosine_spread)
+            if modality == "text"
+            else (fusion.image_learned_spread, fusion.image_cosine_spread)
+        )
+        scores = score_photos(
+            model,
+            vectors,
+            modality,
+            library.store.embeddings_of(library.encoder_name, ids),
+            weight=1.0 if weight is None else weight,
+            learned_spread=spreads[0],
+            cosine_spread=spreads[1],
+        )
     else:
-        scores = 1.0 - distances / model.config.bits
-        order = np.arange(len(ids))
-    if radius is None:
-        order = order[:k]
+        scores = 1.0 - distances / bits
+    tagged = np.isin(ids, np.fromiter(carried, np.int64, len(carried)))
+    order = np.lexsort((-scores, ~tagged))[:k]
     paths = library.store.paths_of(ids[order])
-    return [SearchResult(p, float(scores[j]), int(distances[j])) for p, j in zip(paths, order)]
+    return [SearchResult(p, float(scores[j]), int(round(distances[j])), bool(tagged[j])) for p, j in zip(paths, order)]

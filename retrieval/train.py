@@ -18,7 +18,9 @@ import torch
 
 from models.bits import hamming_distances
 from models.sparsehash import SparseHash, SparseHashConfig
-from retrieval.evaluate import hamming_map, relevance
+from retrieval.evaluate import hamming_map, radius_precision_recall, relevance
+from retrieval.ranking import Fusion, choose_weight, learned_similarity, relaxed_codes
+from retrieval.supervision import TrainingData, library_training_data
 
 
 @dataclass
@@ -111,15 +113,29 @@ def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
 
 def validation_map(
     model: SparseHash,
-    query: tuple[np.ndarray, np.ndarray, np.ndarray],
-    database: tuple[np.ndarray, np.ndarray, np.ndarray],
+    query: tuple[np.ndarray, ...],
+    database: tuple[np.ndarray, ...],
 ) -> tuple[float, float]:
-    """(image→text, text→image) mAP@all of validation queries against the fit items."""
-    (qi, qt, ql), (di, dt, dl) = query, database
-    rel = relevance(ql, dl)
-    i2t = hamming_map(hamming_distances(model.encode(qi, "image"), model.encode(dt, "text")), rel)
-    t2i = hamming_map(hamming_distances(model.encode(qt, "text"), model.encode(di, "image")), rel)
-    return i2t, t2i
+    """(image→text, text→image) mAP@all of validation queries against the fit items.
+
+    Each tuple is (images, texts, labels) or (images, texts, labels, has_image, has_text): only
+    items that have the side a direction needs take part; a direction with none scores nan."""
+    (qi, qt, ql, q_img, q_txt), (di, dt, dl, d_img, d_txt) = (_with_sides(*query), _with_sides(*database))
+
+    def direction(q_feats, q_side, q_mask, d_feats, d_side, d_mask) -> float:
+        if not q_mask.any() or not d_mask.any():
+            return float("nan")
+        distances = hamming_distances(model.encode(q_feats[q_mask], q_side), model.encode(d_feats[d_mask], d_side))
+        return hamming_map(distances, relevance(ql[q_mask], dl[d_mask]))
+
+    return direction(qi, "image", q_img, dt, "text", d_txt), direction(qt, "text", q_txt, di, "image", d_img)
+
+
+def _with_sides(images, texts, labels, has_image=None, has_text=None) -> tuple[np.ndarray, ...]:
+    n = len(images)
+    has_image = np.ones(n, bool) if has_image is None else np.asarray(has_image, bool)
+    has_text = np.ones(n, bool) if has_text is None else np.asarray(has_text, bool)
+    return images, texts, labels, has_image, has_text
 
 
 @contextlib.contextmanager
@@ -146,6 +162,7 @@ def train_sparsehash(
     *,
     epochs: int | None = None,
     validation: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    sides: tuple[np.ndarray, np.ndarray] | None = None,
     on_progress=None,
 ) -> TrainResult:
     """Train on paired (image, text, labels) items.
@@ -155,7 +172,9 @@ def train_sparsehash(
     gives that split explicitly instead (then every given item trains; used where features
     were fitted on the training items alone, so validation items must stay out of them). With
     epochs=N, every item is used for exactly N epochs (the way to retrain on all data once N is
-    known).
+    known). `sides` = (has_image, has_text), bool [n] each: items that lack one side (a photo
+    without tags, a tag on its own) take part only in the comparisons they can; their missing
+    features are ignored.
     """
     start = time.perf_counter()
     torch.set_num_threads(train_config.threads)
@@ -164,13 +183,14 @@ def train_sparsehash(
     images = np.asarray(images, np.float32)
     texts = np.asarray(texts, np.float32)
     labels = multi_hot(labels)
+    _, _, _, has_image, has_text = _with_sides(images, texts, labels, *(sides or ()))
 
     if epochs is not None:  # a fixed run on every item
         validation = None
     elif validation is None:  # hold out a split of the items
         fit, val = split_validation(len(images), train_config.val_fraction, train_config.seed)
-        validation = (images[val], texts[val], labels[val])
-        images, texts, labels = images[fit], texts[fit], labels[fit]
+        validation = (images[val], texts[val], labels[val], has_image[val], has_text[val])
+        images, texts, labels, has_image, has_text = (a[fit] for a in (images, texts, labels, has_image, has_text))
     else:
         v_images, v_texts, v_labels = validation
         validation = (np.asarray(v_images, np.float32), np.asarray(v_texts, np.float32), multi_hot(v_labels))
@@ -178,8 +198,9 @@ def train_sparsehash(
 
     model = SparseHash(model_config)
     xi, xt = torch.as_tensor(images), torch.as_tensor(texts)
-    model.image.fit_input(xi)
-    model.text.fit_input(xt)
+    model.image.fit_input(xi[torch.as_tensor(has_image)])
+    model.text.fit_input(xt[torch.as_tensor(has_text)])
+    image_side, text_side = torch.as_tensor(has_image), torch.as_tensor(has_text)
     sampler = PairSampler(labels, generator, per_anchor=train_config.pairs_per_anchor)
     optimiser = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
 
@@ -195,13 +216,13 @@ def train_sparsehash(
             # encode each item of the step once, then compare codes by index
             items, index = torch.unique(torch.cat([left, right]), return_inverse=True)
             left, right = index[: len(left)], index[len(left) :]
-            loss = model.loss(xi[items], xt[items], left, right, similar)
+            loss = model.loss(xi[items], xt[items], left, right, similar, image_side[items], text_side[items])
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
         if validation is not None and (epoch % train_config.eval_every == 0 or epoch == max_epochs):
-            i2t, t2i = validation_map(model, validation, (images, texts, labels))
-            score = (i2t + t2i) / 2
+            i2t, t2i = validation_map(model, validation, (images, texts, labels, has_image, has_text))
+            score = float(np.nanmean([i2t, t2i]))
             history.append({"epoch": epoch, "loss": float(loss.detach()), "val_i2t": i2t, "val_t2i": t2i})
             if score > best_score:
                 best_state, best_score, best_epoch, stale = copy.deepcopy(model.state_dict()), score, epoch, 0
@@ -221,111 +242,117 @@ def train_sparsehash(
     )
 
 
-class NothingToTrain(RuntimeError):
-    """The library has too few embedded photos to train a hash model."""
-
-
-def _kmeans_labels(x: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Cluster ids of rows of x (cosine k-means via FAISS)."""
-    import faiss
-
-    km = faiss.Kmeans(x.shape[1], k, niter=20, seed=seed, spherical=True, verbose=False, min_points_per_centroid=1)
-    km.train(np.ascontiguousarray(x, np.float32))
-    return km.index.search(np.ascontiguousarray(x, np.float32), 1)[1][:, 0]
-
-
-def library_training_data(
-    library, *, seed: int = 0, exclude: set[int] | frozenset = frozenset()
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    """(image embeddings, text embeddings, multi-hot labels, facts) for training on a library.
-
-    Supervision, best first: the photo's own tags (user, sidecar, XMP/IPTC, accepted). A photo
-    without tags gets CLIP's stand-ins: the tag its embedding is closest to (zero-shot; over the
-    library's tags, or over the shipped vocabulary when the library has none) as its text, and,
-    for every photo, a cluster of its image neighbours (k-means) as a label, so a library without
-    any tag still trains. Tagged photos' text is their tag list. Photos in `exclude` (held out
-    for calibration) are left out.
-    """
-    from retrieval.vocabulary import TagVocabulary
-
-    ids, images = library.embeddings()
-    keep = np.array([int(i) not in exclude for i in ids], bool)
-    ids, images = ids[keep], images[keep]
-    if len(ids) < 8:
-        raise NothingToTrain(f"the library has {len(ids)} embedded photos; index at least 8 before training")
-    tags_by_image = library.store.tags_by_image()
-    vocabulary = sorted({t for i in ids for t in tags_by_image.get(int(i), [])})
-    zero_shot = vocabulary or library.vocabulary
-    tag_vectors = TagVocabulary(library).vectors(zero_shot)
-    texts, label_sets, has_tags = [], [], []
-    for row, image_id in enumerate(ids):
-        tags = tags_by_image.get(int(image_id))
-        has_tags.append(bool(tags))
-        if not tags:  # zero-shot: the closest tag
-            tags = [zero_shot[int(np.argmax(tag_vectors @ images[row]))]]
-        texts.append(", ".join(tags))
-        label_sets.append(set(tags))
-    clusters = _kmeans_labels(images, max(2, min(64, int(np.sqrt(len(ids) / 2)))), seed)
-    vocabulary = sorted(set().union(*label_sets))
-    label_names = vocabulary + [f"cluster {c}" for c in range(int(clusters.max()) + 1)]
-    labels = np.zeros((len(ids), len(label_names)), np.float32)
-    index = {name: i for i, name in enumerate(label_names)}
-    for row, names in enumerate(label_sets):
-        for name in names:
-            labels[row, index[name]] = 1
-        if not has_tags[row]:  # untagged photos also share a label with their image neighbours
-            labels[row, len(vocabulary) + clusters[row]] = 1
-    unique_texts = list(dict.fromkeys(texts))  # many photos share a tag list: encode each once
-    encoded = dict(zip(unique_texts, library.encoder.encode_texts(unique_texts)))
-    text_vectors = np.stack([encoded[t] for t in texts])
-    facts = {
-        "photos": int(len(ids)),
-        "tagged": int(sum(has_tags)),
-        "vocabulary": len(vocabulary),
-        "clusters": int(clusters.max()) + 1,
-    }
-    return images, text_vectors, labels, facts
-
-
-def match_radius(model: SparseHash, images, texts, labels, *, seed: int = 0, queries: int = 300) -> int:
+def match_radius(model: SparseHash, data: TrainingData, *, seed: int = 0, queries: int = 300) -> int:
     """The Hamming radius whose text→image ball has the best F1 on the training data: how far
     a photo may be from a tag's code and still count as carrying it (boolean queries)."""
-    from models.bits import hamming_distances
-    from retrieval.evaluate import radius_precision_recall, relevance
-
-    rows = np.random.default_rng(seed).permutation(len(texts))[:queries]
-    distances = hamming_distances(model.encode(texts[rows], "text"), model.encode(images, "image"))
-    precision, recall = radius_precision_recall(distances, relevance(labels[rows], labels), model.config.bits // 4)
+    texts = np.flatnonzero(data.has_text)
+    rows = np.random.default_rng(seed).permutation(texts)[:queries]
+    images = data.has_image
+    distances = hamming_distances(model.encode(data.texts[rows], "text"), model.encode(data.images[images], "image"))
+    relevant = relevance(data.labels[rows], data.labels[images])
+    precision, recall = radius_precision_recall(distances, relevant, model.config.bits // 4)
     f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
     return int(np.argmax(f1))
 
 
-CALIBRATION_SHARE = 0.2  # of the tagged photos, held out of training to calibrate tag scores
-CALIBRATION_MAX = 2000  # held-out photos at most (calibration cost grows with them)
+HELD_OUT_SHARE = 0.2  # of the tagged photos, their tags hidden from training to choose and calibrate scores
+HELD_OUT_MAX = 2000  # held-out photos at most (calibration cost grows with them)
+MIN_HELD_OUT = 10  # held-out photos needed to fit the fusion weights and the tag calibration
+
+
+def fit_fusion(library, model: SparseHash, held_out: list[int], truth: dict[int, set[str]], tags: list[str]) -> Fusion:
+    """Choose the default ranking's weights (retrieval/ranking.py) on held-out tagged photos:
+    each learned tag ranks the held-out photos (relevant: those carrying it); half of the
+    held-out photos rank the other half (relevant: sharing a tag)."""
+    from retrieval.vocabulary import TagVocabulary
+
+    if len(held_out) < MIN_HELD_OUT or not tags:
+        return Fusion()
+    vectors = library.store.embeddings_of(library.encoder_name, held_out)  # [h, dim]
+    photos = relaxed_codes(model, vectors, "image")
+    tag_vectors = TagVocabulary(library).vectors(tags)
+    carries = np.array([[t in truth[i] for i in held_out] for t in tags])  # [tags, h]
+    learned = learned_similarity(relaxed_codes(model, tag_vectors, "text"), photos)
+    text_weight, text_table, (text_learned, text_cosine) = choose_weight(learned, tag_vectors @ vectors.T, carries)
+    half = len(held_out) // 2
+    queries, others = np.arange(half), np.arange(half, len(held_out))
+    share = np.array([[bool(truth[held_out[q]] & truth[held_out[o]]) for o in others] for q in queries])
+    image_weight, image_table, (image_learned, image_cosine) = choose_weight(
+        learned_similarity(photos[queries], photos[others]), vectors[queries] @ vectors[others].T, share
+    )
+    table = [
+        {"weight": t["weight"], "tag_map": t["map"], "photo_map": i["map"]} for t, i in zip(text_table, image_table)
+    ]
+    return Fusion(
+        text_weight=text_weight,
+        image_weight=image_weight,
+        learned_spread=text_learned,
+        cosine_spread=text_cosine,
+        image_learned_spread=image_learned,
+        image_cosine_spread=image_cosine,
+        fitted=True,
+        photos=len(held_out),
+        table=table,
+    )
+
+
+REFIT = True  # after choosing the ranking weights, train the installed model on every tag
 
 
 def train_library(library, *, bits: int = 64, seed: int = 0, on_progress=None) -> dict:
     """Train a hash model on the library's own photos and install it (codes and index rebuilt).
 
-    When the library has enough tagged photos, a share of them is held out of the training and
-    used to calibrate the tag suggestion scores (retrieval/annotate.py) under the new model.
+    When the library has enough tagged photos, the tags of a share of them are first hidden
+    from a training run (those photos train as untagged ones do); with that model installed,
+    the default ranking's weights are chosen and the tag suggestion scores calibrated on them.
+    Then the model is trained again, as long, on every tag, and installed with those weights
+    and that calibration: measured on photos like the untagged ones, without losing a fifth of
+    the user's tags to the measurement.
     """
-    from retrieval.annotate import MIN_HELD_OUT, fit_calibration
+    from retrieval.annotate import fit_calibration
 
     tags_by_image = library.store.tags_by_image()
     tagged = sorted(tags_by_image)
     held_out: list[int] = []
-    if len(tagged) * CALIBRATION_SHARE >= MIN_HELD_OUT:
-        count = min(CALIBRATION_MAX, int(len(tagged) * CALIBRATION_SHARE))
+    if len(tagged) * HELD_OUT_SHARE >= MIN_HELD_OUT:
+        count = min(HELD_OUT_MAX, int(len(tagged) * HELD_OUT_SHARE))
         held_out = sorted(np.random.default_rng(seed).choice(tagged, size=count, replace=False).tolist())
-    images, texts, labels, facts = library_training_data(library, seed=seed, exclude=set(held_out))
-    config = SparseHashConfig(image_dim=images.shape[1], text_dim=texts.shape[1], bits=bits, margin=0.375 * bits)
-    result = train_sparsehash(images, texts, labels, config, TrainConfig(seed=seed), on_progress=on_progress)
-    metrics = dict(facts, val_map=result.val_map, epochs=result.epochs, train_seconds=result.seconds)
-    metrics["match_radius"] = match_radius(result.model, images, texts, labels, seed=seed)
+    data = library_training_data(library, seed=seed, hidden=set(held_out))
+    result = _fit(data, bits, seed, on_progress)
+    metrics = dict(data.facts, val_map=result.val_map, epochs=result.epochs, train_seconds=result.seconds)
+    metrics["match_radius"] = match_radius(result.model, data, seed=seed)
+    metrics["learned_tags"] = data.tags
     model_id = library.install_model(result.model, metrics=metrics)
-    calibration = fit_calibration(library, held_out, {i: set(tags_by_image[i]) for i in held_out})
-    metrics.update(model_id=model_id, held_out=len(held_out), tag_calibration=calibration.__dict__)
+    truth = {i: set(tags_by_image[i]) for i in held_out}
+    fusion = fit_fusion(library, result.model, held_out, truth, data.tags)
+    calibration = fit_calibration(library, held_out, truth)
+    if held_out and REFIT:
+        data = library_training_data(library, seed=seed)
+        final = _fit(data, bits, seed, on_progress, epochs=result.epochs)
+        metrics.update(data.facts, train_seconds=metrics["train_seconds"] + final.seconds, refit=True)
+        metrics["match_radius"] = match_radius(final.model, data, seed=seed)
+        metrics["learned_tags"] = data.tags
+        model_id = library.install_model(final.model, metrics=metrics)
+    metrics.update(
+        model_id=model_id, held_out=len(held_out), fusion=fusion.to_dict(), tag_calibration=calibration.__dict__
+    )
     with library.store.transaction():
         library.store.set_model_metrics(model_id, metrics)
     return metrics
+
+
+def _fit(data: TrainingData, bits: int, seed: int, on_progress, epochs: int | None = None) -> TrainResult:
+    config = SparseHashConfig(
+        image_dim=data.images.shape[1], text_dim=data.texts.shape[1], bits=bits, margin=0.375 * bits
+    )
+    sides = (data.has_image, data.has_text)
+    return train_sparsehash(
+        data.images,
+        data.texts,
+        data.labels,
+        config,
+        TrainConfig(seed=seed),
+        epochs=epochs,
+        sides=sides,
+        on_progress=on_progress,
+    )

@@ -69,7 +69,7 @@ def test_accept_stores_the_users_tags_and_adds_outside_photos(colour_library, tm
     assert accept_tags(colour_library, inside, ["Lime", "spring"]) == ["lime", "spring"]
     assert accept_tags(colour_library, inside, ["grass"]) == ["grass", "lime", "spring"]  # added, not replaced
     accept_tags(colour_library, inside, ["Aunt Rosa"])
-    names, vectors, codes = colour_library.tag_table()  # the in-memory tag table follows new tags
+    names, vectors, codes, _ = colour_library.tag_table()  # the in-memory tag table follows new tags
     assert "aunt rosa" in names and len(names) == len(vectors) == len(codes)
     outside = tmp_path / "new_red.png"
     Image.new("RGB", (20, 20), (215, 35, 25)).save(outside)
