@@ -27,6 +27,7 @@ class IstaConfig:
     tau_init: float = 0.5  # initial threshold of every unit, in units of standardised W x
     gain: float = 2.0  # slope γ of the tanh binarizer applied to the shrunk activations
     dropout: float = 0.0  # dropout on the standardised input while training
+    leak: float = 0.0  # gradient slope below the threshold while training (0: plain shrinkage)
 
     def __post_init__(self) -> None:
         check_code_length(self.bits)
@@ -37,9 +38,18 @@ class IstaConfig:
         return asdict(self)
 
 
-def shrink(b: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-    """One-sided soft threshold σ_τ(b) = max(b − τ, 0)."""
-    return torch.relu(b - tau)
+def shrink(b: torch.Tensor, tau: torch.Tensor, leak: float = 0.0) -> torch.Tensor:
+    """One-sided soft threshold σ_τ(b) = max(b − τ, 0).
+
+    With leak > 0 the value is the same, but below the threshold the gradient has slope `leak`
+    instead of 0: a unit that no input switches on (easy with a few distinct tag texts) can
+    still learn to, instead of staying off for good."""
+    shifted = b - tau
+    out = torch.relu(shifted)
+    if leak:
+        below = torch.clamp(shifted, max=0.0)
+        out = out + leak * (below - below.detach())  # adds 0 to the value, leak to the gradient
+    return out
 
 
 class IstaEncoder(nn.Module):
@@ -68,9 +78,10 @@ class IstaEncoder(nn.Module):
         """Shrunk ISTA activations z >= 0, [batch, bits]."""
         x = self.dropout((x - self.input_mean) / self.input_scale)
         b_in = self.W(x)  # [batch, bits]
-        z = shrink(b_in, self.tau)
+        leak = self.config.leak if self.training else 0.0
+        z = shrink(b_in, self.tau, leak)
         for _ in range(self.config.steps):
-            z = shrink(b_in + self.S(z), self.tau)
+            z = shrink(b_in + self.S(z), self.tau, leak)
         return z
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,7 @@ class SparseHashConfig:
     tau_init: float = 0.5  # initial shrinkage threshold
     gain: float = 1.0  # tanh binarizer slope
     dropout: float = 0.0  # input dropout while training (0.2 was worse on Wiki)
+    leak: float = 0.0  # gradient slope of the shrinkage below its threshold while training (see ista.shrink)
     margin: float = 24.0  # M: dissimilar pairs are pushed to L1 distance >= M (~0.4·bits)
     lam: float = 1.0  # λ: weight of the dissimilar-pair hinge
     alpha: float = 0.02  # α: L1 sparsity weight; 0 gives the dense ablation
@@ -44,6 +45,7 @@ class SparseHashConfig:
             tau_init=self.tau_init,
             gain=self.gain,
             dropout=self.dropout,
+            leak=self.leak,
         )
 
     def to_dict(self) -> dict:

@@ -1,11 +1,12 @@
 """Photo → tags: suggestions with calibrated scores, and accepting them as the user's own.
 
-A candidate tag is judged on four signals: how close its code is to the photo's code (the
-hashing), how close the networks' relaxed codes are (what the model learned, without ties), how
-similar its text embedding is to the photo's (CLIP), and how many of the photo's nearest
-library photos carry it. A logistic model over the signals and their squares (so the
-score can bend where a straight line would be over- or under-confident) turns them into a
-probability. It is fitted, when a model is trained, on tagged photos held out of the training,
+A candidate tag is judged on its code's Hamming distance to the photo's code (the hashing), the
+closeness of the networks' relaxed codes (what the model learned, without ties), the CLIP
+similarity of its text embedding to the photo's, how many of the photo's nearest library photos
+carry it, whether the model learned the tag from the library's photos, and how far a candidate
+falls behind the photo's best one. A logistic
+model over the signals and their squares (so the score can bend where a straight line would be
+over- or under-confident) turns them into a probability. It is fitted, when a model is trained, on tagged photos held out of the training,
 so that of the suggestions scored about 0.8 about 80% are right. Without enough held-out
 photos the scores use fixed weights and say they are not calibrated.
 """
@@ -25,7 +26,16 @@ from retrieval.vocabulary import hamming_to, normalise_tag
 CANDIDATES = 30  # tags nearest to the photo by code (then by text similarity) considered
 NEIGHBOURS = 10  # nearest library photos whose tags vote
 MIN_CALIBRATION_PHOTOS = 10  # held-out tagged photos needed to fit the calibration
-FEATURES = ("code_match", "learned_match", "text_similarity", "neighbour_votes")  # columns of candidate_features
+# columns of candidate_features
+FEATURES = (
+    "code_match",
+    "learned_match",
+    "text_similarity",
+    "neighbour_votes",
+    "learned_tag",
+    "learned_gap",
+    "text_gap",
+)
 FIRST_FEATURES = ("code_match", "text_similarity", "neighbour_votes")  # what models stored before 2026-12 used
 UNCALIBRATED_WEIGHTS = [4.0, 4.0, 4.0, -6.0]  # on FIRST_FEATURES: a plausible monotone score until one is fitted
 
@@ -79,9 +89,11 @@ def candidate_features(
     bits = model.config.bits
     code = model.encode(vector[None], "image")[0]
     names, tag_vectors, tag_codes, tag_relaxed = table
+    learned_tags = set(library.model_metrics().get("learned_tags", []))
     distances = hamming_to(code, tag_codes)
     similarity = np.einsum("ij,j->i", tag_vectors, vector)  # not `@`: see Library.similarities
-    nearest_tags = np.lexsort((-similarity, distances))[:CANDIDATES]
+    learned = learned_similarity(relaxed_codes(model, vector[None], "image"), tag_relaxed)[0]
+    nearest_tags = np.argsort(-learned, kind="stable")[:CANDIDATES]
 
     _, found_ids = library.index.knn(code, NEIGHBOURS * 5 + 1)
     keep = found_ids != (exclude_id if exclude_id is not None else -1)
@@ -97,13 +109,19 @@ def candidate_features(
     position = {n: i for i, n in enumerate(names)}
     candidates = list(dict.fromkeys([names[i] for i in nearest_tags] + [t for t in votes if t in position]))
     rows = [position[t] for t in candidates]
-    learned = learned_similarity(relaxed_codes(model, vector[None], "image"), tag_relaxed[rows])[0]
+    learned, similarity = learned[rows], similarity[rows]
+    trained = np.array([t in learned_tags for t in candidates], float)  # the model learned it from photos
+    best_trained = learned[trained > 0].max() if trained.any() else 0.0
     features = np.stack(
         [
             1.0 - distances[rows] / bits,
             learned,
-            similarity[rows],
+            similarity,
             np.array([votes.get(t, 0.0) for t in candidates]),
+            trained,
+            # how far behind the photo's best learned tag (−1 for tags never learned): a softmax's view
+            np.where(trained > 0, learned - best_trained, -1.0),
+            similarity - similarity.max(),
         ],
         axis=1,
     )

@@ -141,9 +141,9 @@ def result_options(command):
             "--rerank/--no-rerank",
             default=True,
             show_default=True,
-            help="Re-rank the Hamming shortlist by float CLIP similarity (off: the pure hashing result).",
+            help="Rank by what the model learned fused with CLIP similarity (off: the pure hashing result).",
         ),
-        click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {path, score, hamming}."),
+        click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {path, score, hamming, tagged}."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -181,8 +181,8 @@ def print_results(results, as_json: bool) -> None:
         return
     if not results:
         click.echo("no photo matches", err=True)
-    for r in results:
-        click.echo(f"{r.score:7.3f}  {r.hamming:3d}  {r.path}")
+    for r in results:  # "tagged": the photo carries the query's tags; "found": the model matched it
+        click.echo(f"{'tagged' if r.tagged else 'found ':6}  {r.score:7.3f}  {r.hamming:3d}  {r.path}")
 
 
 @main.command("similar")

@@ -23,6 +23,9 @@ from retrieval.ranking import Fusion, choose_weight, learned_similarity, relaxed
 from retrieval.supervision import TrainingData, library_training_data
 
 
+MIN_VALIDATION = 20  # items a validation split needs to say anything about early stopping
+
+
 @dataclass
 class TrainConfig:
     max_epochs: int = 200  # upper bound on passes over the training items
@@ -32,6 +35,7 @@ class TrainConfig:
     weight_decay: float = 1e-4  # decoupled weight decay (AdamW)
     eval_every: int = 5  # epochs between validation checks
     patience: int = 6  # validation checks without improvement before stopping
+    min_steps: int = 1000  # optimiser steps at least (a small library makes one an epoch)
     val_fraction: float = 0.2  # share of the training items held out for early stopping
     seed: int = 0  # seeds initialisation, dropout, sampling and the validation split
     threads: int = 2  # torch CPU threads
@@ -168,7 +172,8 @@ def train_sparsehash(
     """Train on paired (image, text, labels) items.
 
     With epochs=None, a validation split is held out and training stops early on its mAP; the
-    returned model has the best validation weights. `validation` = (images, texts, labels)
+    returned model has the best validation weights (with fewer than MIN_VALIDATION items to
+    hold out, every item trains for max_epochs instead). `validation` = (images, texts, labels)
     gives that split explicitly instead (then every given item trains; used where features
     were fitted on the training items alone, so validation items must stay out of them). With
     epochs=N, every item is used for exactly N epochs (the way to retrain on all data once N is
@@ -185,6 +190,9 @@ def train_sparsehash(
     labels = multi_hot(labels)
     _, _, _, has_image, has_text = _with_sides(images, texts, labels, *(sides or ()))
 
+    if epochs is None and validation is None and len(images) * train_config.val_fraction < MIN_VALIDATION:
+        # too few items to tell one epoch from another: train them all, for min_steps at least
+        epochs = max(train_config.max_epochs, -(-train_config.min_steps // -(-len(images) // train_config.batch_size)))
     if epochs is not None:  # a fixed run on every item
         validation = None
     elif validation is None:  # hold out a split of the items
@@ -206,7 +214,7 @@ def train_sparsehash(
 
     best_state, best_score, best_epoch, stale = None, -1.0, max_epochs, 0
     history: list[dict] = []
-    n = len(images)
+    n, steps = len(images), 0
     for epoch in range(1, max_epochs + 1):
         if on_progress is not None:  # (epoch, most epochs): early stopping may end sooner
             on_progress(epoch, max_epochs)
@@ -220,6 +228,7 @@ def train_sparsehash(
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
+            steps += 1
         if validation is not None and (epoch % train_config.eval_every == 0 or epoch == max_epochs):
             i2t, t2i = validation_map(model, validation, (images, texts, labels, has_image, has_text))
             score = float(np.nanmean([i2t, t2i]))
@@ -228,7 +237,7 @@ def train_sparsehash(
                 best_state, best_score, best_epoch, stale = copy.deepcopy(model.state_dict()), score, epoch, 0
             else:
                 stale += 1
-                if stale >= train_config.patience:
+                if stale >= train_config.patience and steps >= train_config.min_steps:
                     break
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -296,6 +305,7 @@ def fit_fusion(library, model: SparseHash, held_out: list[int], truth: dict[int,
     )
 
 
+LEAK = 0.1  # shrinkage gradient below threshold: a library has few distinct tag texts, units die without it
 REFIT = True  # after choosing the ranking weights, train the installed model on every tag
 
 
@@ -343,7 +353,7 @@ def train_library(library, *, bits: int = 64, seed: int = 0, on_progress=None) -
 
 def _fit(data: TrainingData, bits: int, seed: int, on_progress, epochs: int | None = None) -> TrainResult:
     config = SparseHashConfig(
-        image_dim=data.images.shape[1], text_dim=data.texts.shape[1], bits=bits, margin=0.375 * bits
+        image_dim=data.images.shape[1], text_dim=data.texts.shape[1], bits=bits, margin=0.375 * bits, leak=LEAK
     )
     sides = (data.has_image, data.has_text)
     return train_sparsehash(

@@ -3,12 +3,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from models.clip import FakeEncoder
 from retrieval.config import Settings
 from retrieval.ingest import index_paths
 from retrieval.library import Library
-from retrieval.train import NothingToTrain, library_training_data, train_library
+from retrieval.supervision import NothingToTrain, library_training_data
+from retrieval.train import train_library
 from retrieval.vocabulary import TagVocabulary, shipped_vocabulary
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
@@ -38,24 +40,54 @@ def test_train_installs_a_model_codes_every_photo_and_rebuilds_the_index(tmp_pat
     assert again.hash_model()[0] == model_id and again.index.ntotal == 17
 
 
-def test_untagged_photos_get_clip_stand_ins(tmp_path):
+def test_a_library_without_tags_trains_on_clip_stand_ins(tmp_path):
     photos = tmp_path / "photos"
     shutil.copytree(SAMPLE, photos)
     library = library_at(tmp_path / "home")
     index_paths(library, [photos], workers=0, progress=False)  # no tags at all
-    images, texts, labels, facts = library_training_data(library)
-    assert facts["tagged"] == 0 and facts["vocabulary"] >= 1
+    data = library_training_data(library)
+    assert data.facts["tagged"] == 0 and data.facts["vocabulary"] >= 1 and data.tags == []
     # every photo: its zero-shot tag from the shipped vocabulary, and its neighbour cluster
-    assert np.all(labels.sum(1) == 2)
-    cluster_columns = labels[:, facts["vocabulary"] :]
+    assert np.all(data.labels.sum(1) == 2) and data.has_image.all() and data.has_text.all()
+    cluster_columns = data.labels[:, data.facts["vocabulary"] :]
     assert np.all(cluster_columns.sum(1) == 1)
-    zero_shot = [
-        shipped_vocabulary()[int(np.argmax(TagVocabulary(library).vectors(shipped_vocabulary()) @ x))] for x in images
-    ]
-    expected = library.encoder.encode_texts(zero_shot)
-    assert np.allclose(texts, expected, atol=1e-6)
+    vectors = TagVocabulary(library).vectors(shipped_vocabulary())
+    zero_shot = [shipped_vocabulary()[int(np.argmax(vectors @ x))] for x in data.images]
+    assert np.allclose(data.texts, TagVocabulary(library).vectors(zero_shot))
     train_library(library, bits=16)
     assert library.index.ntotal == 17
+
+
+def test_training_items_of_a_tagged_library(tmp_path):
+    """Tagged photos with their tag list, each tag of a multi-tag photo on its own (text only),
+    untagged photos image-only with the teacher's confident tags, hidden photos as untagged."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    lines = ["path,tags"]
+    for i in range(24):
+        colour = ("red", "blue")[i % 2]
+        Image.new("RGB", (40, 30), ((220, 30, 30), (30, 40, 220))[i % 2]).save(photos / f"{colour}_{i}.png")
+        if i < 12:
+            lines.append(f"{colour}_{i}.png,{colour};{'circle' if i % 4 < 2 else 'square'}")
+    (photos / "tags.csv").write_text("\n".join(lines))
+    library = library_at(tmp_path / "home")
+    index_paths(library, [photos], tags_file=photos / "tags.csv", workers=0, progress=False)
+    data = library_training_data(library)
+    assert data.tags == ["blue", "circle", "red", "square"] and data.facts["tagged"] == 12
+    paired = data.has_image & data.has_text
+    text_only = ~data.has_image & data.has_text
+    image_only = data.has_image & ~data.has_text
+    assert paired.sum() == 12 and text_only.sum() == 24  # two tags on each tagged photo
+    assert np.all(data.labels[text_only].sum(1) == 1)  # a tag on its own is labelled with itself
+    red = data.tags.index("red")
+    vocabulary = TagVocabulary(library)
+    assert np.allclose(data.texts[text_only & (data.labels[:, red] == 1)], vocabulary.vectors(["red"]))
+    # the untagged photos are single colours the teacher tells apart at once: red or blue, never both
+    guessed = data.labels[image_only]
+    assert data.facts["guessed"] == image_only.sum() > 0
+    assert np.all(guessed[:, [red, data.tags.index("blue")]].sum(1) == 1)
+    hidden_ids = set(library.store.tags_by_image())
+    assert library_training_data(library, hidden=hidden_ids).facts["tagged"] == 0
 
 
 def test_too_few_photos_is_one_clear_error(tmp_path):

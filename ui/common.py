@@ -63,13 +63,15 @@ def show_photo(library: Library, path: str, caption: str | None = None) -> None:
 
 
 def photo_grid(library: Library, results, *, columns: int = 4, key: str = "grid") -> None:
-    """Results as a grid: thumbnail, caption (score, Hamming distance, tags) and a details button."""
+    """Results as a grid: thumbnail, caption (whether it carries the query's tags, score, Hamming
+    distance, tags) and a details button."""
     cells = st.columns(columns)
     for i, r in enumerate(results):
         record = library.store.image_by_path(r.path)
         tags = ", ".join(library.store.tags_of(record["id"])) if record else ""
         with cells[i % columns]:
-            show_photo(library, r.path, f"{r.score:.3f} · Hamming {r.hamming} · {tags or 'no tags'}")
+            carries = "✓ tagged · " if r.tagged else ""  # carries the query's tags, not only matched
+            show_photo(library, r.path, f"{carries}{r.score:.3f} · Hamming {r.hamming} · {tags or 'no tags'}")
             if st.button("Details", key=f"{key}-{i}") and st.session_state.get("photo") != r.path:
                 st.session_state["photo"] = r.path
                 st.rerun()

@@ -7,7 +7,7 @@ import streamlit as st
 from retrieval.annotate import suggest_tags
 from retrieval.cli import user_errors
 from retrieval.search import search, similar
-from retrieval.vocabulary import shipped_vocabulary
+from retrieval.vocabulary import TagVocabulary
 from ui.common import open_library, photo_grid, show_photo
 
 library = open_library()
@@ -16,7 +16,7 @@ library = open_library()
 @st.cache_data(ttl=60)
 def tag_options(_version: int) -> list[str]:
     """The library's own tags first, then the shipped vocabulary (the box filters as you type)."""
-    return list(dict.fromkeys(library.store.tag_names() + shipped_vocabulary()))
+    return TagVocabulary(library).names()
 
 
 tags = st.multiselect(
@@ -33,7 +33,9 @@ if mode == "top k":
     k, radius = middle.slider("How many", 1, 48, 12), None
 else:
     k, radius = 48, middle.slider("Hamming radius", 0, 16, 2)
-rerank = right.checkbox("Re-rank by CLIP similarity", value=True)
+rerank = right.checkbox(
+    "Re-rank (learned + CLIP)", value=True, help="Off: the pure hashing result, by Hamming distance"
+)
 
 query = boolean.strip() or ", ".join(tags)
 if query:
