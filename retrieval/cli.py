@@ -124,9 +124,20 @@ def train_command(ctx, bits, seed, as_json) -> None:
     if as_json:
         click.echo(json.dumps(metrics, indent=1))
     else:
+        validation = (
+            f"validation mAP {metrics['val_map']:.3f}"
+            if metrics["val_map"] is not None
+            else "too few photos to validate"
+        )
+        fusion = metrics["fusion"]
+        ranking = (
+            f"ranking weight on CLIP {fusion['text_weight']:.2f} (chosen on {fusion['photos']} held-out photos)"
+            if fusion["fitted"]
+            else "ranking by CLIP similarity until 50 photos are tagged"
+        )
         click.echo(
             f"hash model {metrics['model_id']}: {bits} bits from {metrics['photos']} photos "
-            f"({metrics['tagged']} tagged), validation mAP {metrics['val_map']:.3f}, {metrics['train_seconds']:.1f} s"
+            f"({metrics['tagged']} tagged), {validation}, {ranking}, {metrics['train_seconds']:.1f} s"
         )
 
 

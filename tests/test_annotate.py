@@ -141,8 +141,10 @@ def test_calibration_table_and_precision_by_hand():
 
 
 def test_calibration_scores_use_the_squared_terms_when_fitted_with_them():
-    features = np.array([[0.5, 0.2, 0.1]])
-    old = Calibration(weights=[1.0, 2.0, 3.0, -1.0])  # signals alone: stored before the squares
+    # candidate_features columns: code_match, learned_match, text_similarity, neighbour_votes, ...
+    features = np.array([[0.5, 0.9, 0.2, 0.1, 1.0, 0.0, -0.1]])
+    assert features.shape[1] == len(FEATURES)
+    old = Calibration(weights=[1.0, 2.0, 3.0, -1.0])  # the first three signals alone: stored before the squares
     assert old.score(features)[0] == pytest.approx(1 / (1 + np.exp(-(0.5 + 0.4 + 0.3 - 1.0))))
     new = Calibration(weights=[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, -1.0])
     z = 0.5 + 0.4 + 0.3 + 4 * 0.25 + 5 * 0.04 + 6 * 0.01 - 1.0

@@ -93,4 +93,10 @@ def test_search_before_and_after_train_through_the_cli(tmp_path):
     assert json.loads(trained.stdout)["photos"] == 17
     found = runner.invoke(main, [*home, "search", "cat", "-k", "3", "--json"])
     results = json.loads(found.stdout)
-    assert len(results) == 3 and set(results[0]) == {"path", "score", "hamming"}
+    assert len(results) == 3 and set(results[0]) == {"path", "score", "hamming", "tagged"}
+    # the photo tagged cat comes first, and says so; the others were found by the model
+    assert results[0]["path"].endswith("chelsea.jpg") and results[0]["tagged"] is True
+    assert [r["tagged"] for r in results[1:]] == [False, False]
+    plain = runner.invoke(main, [*home, "search", "cat", "-k", "2"])
+    assert plain.stdout.splitlines()[0].startswith("tagged") and plain.stdout.splitlines()[0].endswith("chelsea.jpg")
+    assert runner.invoke(main, [*home, "search", "cat", "-k", "1", "--no-rerank", "--json"]).stdout.count("chelsea") == 1

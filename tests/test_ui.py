@@ -52,6 +52,9 @@ def test_search_page_shows_the_tagged_photos_and_their_details(sample_app):
     assert not at.exception
     captions = [c.value for c in at.caption if "Hamming" in c.value]
     assert len(captions) == 12 and len(at.get("image")) == 12  # a grid of 12 photos with captions
+    # chelsea.jpg, the one photo tagged cat, comes first and says so; the rest were found by the model
+    assert captions[0].startswith("✓ tagged") and captions[0].endswith("animal, cat, pet")
+    assert not any(c.startswith("✓ tagged") for c in captions[1:])
     at.slider[0].set_value(3).run()
     captions = [c.value for c in at.caption if "Hamming" in c.value]
     assert len(captions) == 3
