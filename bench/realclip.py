@@ -89,6 +89,16 @@ class RealClip:
             raise DataError(f"cannot read the real CLIP vectors in {folder}: {e}") from e
         return cls(vectors, labels, pictures, class_names, texts)
 
+    def first(self, photos: int) -> RealClip:
+        """The same data cut to its first `photos` pictures (toy-size runs)."""
+        return RealClip(
+            self.image_vectors[:photos],
+            self.image_labels[:photos],
+            self.pictures[:photos],
+            self.class_names,
+            self.text_vectors,
+        )
+
     def tags(self, variant: str) -> dict[str, np.ndarray]:
         """Tag text -> vector for the library of one variant ("named" or "personal"), by class."""
         if variant == "named":

@@ -175,7 +175,7 @@ def _ap(rel: np.ndarray, total: int) -> float:
     return float((rel * hits / np.arange(1, len(rel) + 1)).sum() / max(1, min(len(rel), total)))
 
 
-def quality_run(out: Path, *, photos: int, ks=(20, 100), log) -> dict:
+def quality_run(out: Path, *, photos: int, ks=(20, 100), log) -> tuple[dict, object]:
     """Search and tagging quality on a library of aligned synthetic photos, half of them tagged.
 
     Float CLIP search is meaningful here (image and text embeddings are aligned), so hashing
@@ -263,7 +263,7 @@ def quality_run(out: Path, *, photos: int, ks=(20, 100), log) -> dict:
         },
         "held_out_photos": calibration.photos,
     }
-    return result
+    return result, library
 
 
 def run_search_bench(
@@ -293,11 +293,68 @@ def run_search_bench(
     torch.set_num_threads(2)
     result["end_to_end"] = end_to_end(model, concepts, out, photos=e2e_photos, queries=30, log=log)
     log(f"search and tagging quality, {quality_photos:,} aligned photos")
-    result["quality"] = quality_run(out, photos=quality_photos, log=log)
+    result["quality"], quality_library = quality_run(out, photos=quality_photos, log=log)
+    log(f"re-rank quality with a 1M library's shortlist, {e2e_photos:,} photos")
+    result["shortlist_quality"] = shortlist_quality(out, quality_library, concepts, photos=e2e_photos, log=log)
     (out / "search_bench.json").write_text(json.dumps(result, indent=1))
     (out / "search_bench.md").write_text(markdown(result) + "\n")
     print(markdown(result))
     return result
+
+
+def shortlist_quality(out: Path, quality_library, concepts: AlignedConcepts, *, photos: int, log) -> dict:
+    """Re-rank quality when the shortlist is as small a share of the library as a 1M library's.
+
+    The quality library is small enough that its default shortlist (SHORTLIST·k photos) holds a
+    large share of it, so its re-rank is nearly a float search of everything. Here the model
+    trained there, with its ranking weights, is installed in a library of `photos` untagged
+    photos (their right tags known), and each tag's top k is measured with the default
+    shortlist and with the shortlist a 1M library would re-rank, SHORTLIST·k·photos/1M."""
+    from retrieval.config import Settings
+    from retrieval.library import Library
+    from retrieval.search import search
+
+    library = Library(
+        Settings.resolve(home=out / "shortlist_library", encoder="fake"), encoder=AlignedEncoder(concepts)
+    )
+    vectors, labels = concepts.photos(photos, seed=99)
+    if library.store.count_images("ok") != photos:
+        log(f"  building a library of {photos:,} untagged synthetic photos")
+        fill_library(library, vectors)
+    _, model = quality_library.hash_model()
+    library.install_model(model, metrics=quality_library.model_metrics())
+    scaled = max(1, round(SHORTLIST * photos / 1_000_000))
+
+    def row_of(path: str) -> int:
+        return int(path.rsplit("_", 1)[1].split(".")[0]) - 1
+
+    rows = []
+    for k in (20, 100):
+        ranked = {m: [] for m in ("float", "default", "shortlist_1m", "hash_only")}
+        for c, name in enumerate(concepts.names):
+            relevant = labels[:, c]
+            total = int(relevant.sum())
+            top = np.argsort(-(vectors @ concepts.text(name)), kind="stable")[:k]
+            found = {
+                "float": top,
+                "default": [row_of(r.path) for r in search(library, name, k=k)],
+                "shortlist_1m": [row_of(r.path) for r in search(library, name, k=k, shortlist=scaled)],
+                "hash_only": [row_of(r.path) for r in search(library, name, k=k, rerank=False)],
+            }
+            for method, found_rows in found.items():
+                ranked[method].append(_ap(relevant[found_rows].astype(float), total))
+        maps = {m: float(np.mean(v)) for m, v in ranked.items()}
+        rows.append(
+            {
+                "k": k,
+                "map_at_k": maps,
+                "default_vs_float": maps["default"] / maps["float"],
+                "shortlist_1m_vs_float": maps["shortlist_1m"] / maps["float"],
+                "default_shortlist_share": min(1.0, SHORTLIST * k / photos),
+                "shortlist_1m_share": min(1.0, scaled * k / photos),
+            }
+        )
+    return {"photos": photos, "shortlist": SHORTLIST, "shortlist_1m": scaled, "search": rows}
 
 
 def _band_line(band: dict) -> str:
@@ -333,6 +390,24 @@ def markdown(result: dict) -> str:
         f"{e['search_no_rerank']['p50_ms']:.1f} ms without re-rank; the text encoder alone "
         f"{e['text_encoder_alone']['p50_ms']:.1f} ms.",
     ]
+    sq = result.get("shortlist_quality")
+    if sq:
+        lines += [
+            "",
+            f"Re-rank with a 1M library's shortlist: the quality model installed in {sq['photos']:,} untagged "
+            f"photos; shortlist {sq['shortlist']}·k (default) against {sq['shortlist_1m']}·k, the share of the "
+            "library a 1M library re-ranks (mAP@k):",
+            "",
+            "| k | float CLIP | default shortlist (share of library) | 1M shortlist (share) | hashing only |",
+            "|---|---|---|---|---|",
+        ]
+        for s in sq["search"]:
+            m = s["map_at_k"]
+            lines.append(
+                f"| {s['k']} | {m['float']:.3f} | {m['default']:.3f} ({s['default_vs_float']:.1%} of float; "
+                f"{s['default_shortlist_share']:.1%}) | {m['shortlist_1m']:.3f} ({s['shortlist_1m_vs_float']:.1%}; "
+                f"{s['shortlist_1m_share']:.2%}) | {m['hash_only']:.3f} |"
+            )
     q = result.get("quality")
     if q:
         lines += [

@@ -22,7 +22,6 @@ from retrieval.evaluate import hamming_map, radius_precision_recall, relevance
 from retrieval.ranking import Fusion, choose_weight, learned_similarity, relaxed_codes
 from retrieval.supervision import TrainingData, library_training_data
 
-
 MIN_VALIDATION = 20  # items a validation split needs to say anything about early stopping
 
 

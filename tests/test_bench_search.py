@@ -29,6 +29,11 @@ def test_search_bench_at_toy_sizes(tmp_path):
         assert band["right"] == pytest.approx(right) and 0.7 <= band["mean_score"] < 0.9
     for row in quality["search"]:
         assert 0 < row["map_at_k"]["hash_rerank"] <= 1 and 0 < row["map_at_k"]["float"] <= 1
+    shortlist = result["shortlist_quality"]  # the quality model in an untagged library of 400 photos
+    assert shortlist["photos"] == 400 and shortlist["shortlist_1m"] == 1  # 50 · 400 / 1M, at least 1
+    for row in shortlist["search"]:
+        assert row["shortlist_1m_share"] == row["k"] / 400 < row["default_shortlist_share"]
+        assert all(0 < v <= 1 for v in row["map_at_k"].values())
     written = json.loads((tmp_path / "search_bench.json").read_text())
     assert written["quality"]["tag_photos"] == 300
     markdown = (tmp_path / "search_bench.md").read_text()
@@ -36,4 +41,5 @@ def test_search_bench_at_toy_sizes(tmp_path):
         "| 3,000 |" in markdown
         and "expected calibration error" in markdown
         and "Between 0.1 and 0.9 the scores are off by" in markdown
+        and "Re-rank with a 1M library's shortlist" in markdown
     )

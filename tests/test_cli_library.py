@@ -99,4 +99,6 @@ def test_search_before_and_after_train_through_the_cli(tmp_path):
     assert [r["tagged"] for r in results[1:]] == [False, False]
     plain = runner.invoke(main, [*home, "search", "cat", "-k", "2"])
     assert plain.stdout.splitlines()[0].startswith("tagged") and plain.stdout.splitlines()[0].endswith("chelsea.jpg")
-    assert runner.invoke(main, [*home, "search", "cat", "-k", "1", "--no-rerank", "--json"]).stdout.count("chelsea") == 1
+    assert (
+        runner.invoke(main, [*home, "search", "cat", "-k", "1", "--no-rerank", "--json"]).stdout.count("chelsea") == 1
+    )
