@@ -16,22 +16,23 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/ruff check retrieval models ui tests
-	$(BIN)/ruff format --check retrieval models ui tests
+	$(BIN)/ruff check retrieval models ui tests bench
+	$(BIN)/ruff format --check retrieval models ui tests bench
 	$(BIN)/python -m pytest -q --durations=5
 
 bench: $(STAMP)
 	$(BIN)/hashlens bench wiki --out $(OUT)/wiki
 	$(BIN)/hashlens --encoder random bench index --out $(OUT)/index
 	$(BIN)/hashlens bench search --out $(OUT)/search
+	$(BIN)/hashlens bench clip --out $(OUT)/clip
 
 app: $(STAMP)
 	$(BIN)/python -m ui.prepare
 	$(BIN)/streamlit run ui/app.py --server.headless true --browser.gatherUsageStats false
 
 lint: $(STAMP)
-	$(BIN)/ruff check --fix retrieval models ui tests
-	$(BIN)/ruff format retrieval models ui tests
+	$(BIN)/ruff check --fix retrieval models ui tests bench
+	$(BIN)/ruff format retrieval models ui tests bench
 
 clean:
 	rm -rf $(VENV) $(OUT)

@@ -4,11 +4,11 @@ A candidate tag is judged on its code's Hamming distance to the photo's code (th
 closeness of the networks' relaxed codes (what the model learned, without ties), the CLIP
 similarity of its text embedding to the photo's, how many of the photo's nearest library photos
 carry it, whether the model learned the tag from the library's photos, and how far a candidate
-falls behind the photo's best one. A logistic
-model over the signals and their squares (so the score can bend where a straight line would be
-over- or under-confident) turns them into a probability. It is fitted, when a model is trained, on tagged photos held out of the training,
-so that of the suggestions scored about 0.8 about 80% are right. Without enough held-out
-photos the scores use fixed weights and say they are not calibrated.
+falls behind the photo's best one. A logistic model over the signals and their squares (so the
+score can bend where a straight line would be over- or under-confident) turns them into a
+probability. It is fitted, when a model is trained, on tagged photos whose tags were hidden from
+that training, so that of the suggestions scored about 0.8 about 80% are right. Without enough
+such photos the scores use fixed weights and say they are not calibrated.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ class Library:
         self._vocabulary = vocabulary  # tags known without being in the library (None: the shipped list)
         self._index: CodeIndex | None = None
         self._model: tuple[int, SparseHash] | None = None
+        self._metrics: tuple[int, dict] | None = None  # (model id, its metrics)
         self._tag_table: tuple[tuple, tuple] | None = None  # (model id, tag names) -> tag_table()
 
     @classmethod
@@ -123,9 +124,20 @@ class Library:
         return self._tag_table[1]
 
     def model_metrics(self) -> dict:
-        """What training recorded about the current hash model ({} when there is none)."""
-        row = self.store.current_model(self.encoder_name)
-        return json.loads(row["metrics"]) if row else {}
+        """What training recorded about the current hash model ({} when there is none): its
+        ranking weights, learned tags and calibration, read on every search, so kept in memory."""
+        current = self.hash_model()
+        if current is None:
+            return {}
+        if self._metrics is None or self._metrics[0] != current[0]:
+            row = self.store.current_model(self.encoder_name)
+            self._metrics = (row["id"], json.loads(row["metrics"]))
+        return self._metrics[1]
+
+    def set_model_metrics(self, model_id: int, metrics: dict) -> None:
+        with self.store.transaction():
+            self.store.set_model_metrics(model_id, metrics)
+        self._metrics = None
 
     def install_model(self, model: SparseHash, *, metrics: dict | None = None) -> int:
         """Make `model` the current hash model: store it, recompute every photo's code from the

@@ -19,7 +19,7 @@ import torch
 from models.bits import hamming_distances
 from models.sparsehash import SparseHash, SparseHashConfig
 from retrieval.evaluate import hamming_map, radius_precision_recall, relevance
-from retrieval.ranking import Fusion, choose_weight, learned_similarity, relaxed_codes
+from retrieval.ranking import Fusion, choose_weight, learned_similarity, relaxed_codes, spreads
 from retrieval.supervision import TrainingData, library_training_data
 
 MIN_VALIDATION = 20  # items a validation split needs to say anything about early stopping
@@ -272,22 +272,16 @@ def fit_fusion(library, model: SparseHash, held_out: list[int], truth: dict[int,
     """Choose the default ranking's weights (retrieval/ranking.py) on held-out tagged photos:
     each learned tag ranks the held-out photos (relevant: those carrying it); half of the
     held-out photos rank the other half (relevant: sharing a tag)."""
-    from retrieval.vocabulary import TagVocabulary
-
     if len(held_out) < MIN_HELD_OUT or not tags:
         return Fusion()
-    vectors = library.store.embeddings_of(library.encoder_name, held_out)  # [h, dim]
-    photos = relaxed_codes(model, vectors, "image")
-    tag_vectors = TagVocabulary(library).vectors(tags)
-    carries = np.array([[t in truth[i] for i in held_out] for t in tags])  # [tags, h]
-    learned = learned_similarity(relaxed_codes(model, tag_vectors, "text"), photos)
-    text_weight, text_table, (text_learned, text_cosine) = choose_weight(learned, tag_vectors @ vectors.T, carries)
+    (learned, cosine), (image_learned, image_cosine) = _similarities(library, model, held_out, tags)
+    carries = np.array([[t in truth[i] for i in held_out] for t in tags])  # [tags, held-out]
+    text_weight, text_table, (text_learned, text_cosine) = choose_weight(learned, cosine, carries)
     half = len(held_out) // 2
-    queries, others = np.arange(half), np.arange(half, len(held_out))
-    share = np.array([[bool(truth[held_out[q]] & truth[held_out[o]]) for o in others] for q in queries])
-    image_weight, image_table, (image_learned, image_cosine) = choose_weight(
-        learned_similarity(photos[queries], photos[others]), vectors[queries] @ vectors[others].T, share
+    share = np.array(
+        [[bool(truth[held_out[q]] & truth[held_out[o]]) for o in range(half, len(held_out))] for q in range(half)]
     )
+    image_weight, image_table, (image_spread, image_cos_spread) = choose_weight(image_learned, image_cosine, share)
     table = [
         {"weight": t["weight"], "tag_map": t["map"], "photo_map": i["map"]} for t, i in zip(text_table, image_table)
     ]
@@ -296,12 +290,36 @@ def fit_fusion(library, model: SparseHash, held_out: list[int], truth: dict[int,
         image_weight=image_weight,
         learned_spread=text_learned,
         cosine_spread=text_cosine,
-        image_learned_spread=image_learned,
-        image_cosine_spread=image_cosine,
+        image_learned_spread=image_spread,
+        image_cosine_spread=image_cos_spread,
         fitted=True,
         photos=len(held_out),
         table=table,
     )
+
+
+def _similarities(library, model: SparseHash, photo_ids: list[int], tags: list[str]):
+    """((learned, cosine) [tags, photos] of the tags to the photos, (learned, cosine) of the first
+    half of the photos to the second half)."""
+    from retrieval.vocabulary import TagVocabulary
+
+    vectors = library.store.embeddings_of(library.encoder_name, photo_ids)  # [p, dim]
+    photos = relaxed_codes(model, vectors, "image")
+    tag_vectors = TagVocabulary(library).vectors(tags)
+    text = (learned_similarity(relaxed_codes(model, tag_vectors, "text"), photos), tag_vectors @ vectors.T)
+    half = len(photo_ids) // 2
+    image = (learned_similarity(photos[:half], photos[half:]), vectors[:half] @ vectors[half:].T)
+    return text, image
+
+
+def rescaled(fusion: Fusion, library, model: SparseHash, photo_ids: list[int], tags: list[str]) -> Fusion:
+    """The fusion's spreads measured again for another model (the refit one), its weights kept."""
+    if not fusion.fitted:
+        return fusion
+    (learned, cosine), (image_learned, image_cosine) = _similarities(library, model, photo_ids, tags)
+    fusion.learned_spread, fusion.cosine_spread = spreads(learned, cosine)
+    fusion.image_learned_spread, fusion.image_cosine_spread = spreads(image_learned, image_cosine)
+    return fusion
 
 
 LEAK = 0.1  # shrinkage gradient below threshold: a library has few distinct tag texts, units die without it
@@ -342,11 +360,11 @@ def train_library(library, *, bits: int = 64, seed: int = 0, on_progress=None) -
         metrics["match_radius"] = match_radius(final.model, data, seed=seed)
         metrics["learned_tags"] = data.tags
         model_id = library.install_model(final.model, metrics=metrics)
+        fusion = rescaled(fusion, library, final.model, held_out, data.tags)
     metrics.update(
         model_id=model_id, held_out=len(held_out), fusion=fusion.to_dict(), tag_calibration=calibration.__dict__
     )
-    with library.store.transaction():
-        library.store.set_model_metrics(model_id, metrics)
+    library.set_model_metrics(model_id, metrics)
     return metrics
 
 
