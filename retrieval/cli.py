@@ -102,6 +102,12 @@ def index_command(ctx, paths, tags_file, workers, max_megapixels, as_json) -> No
             click.echo(f"  failed: {f['path']}: {f['reason']}", err=True)
         if len(summary.failures) > 20:
             click.echo(f"  ... and {len(summary.failures) - 20} more (hashlens stats lists them all)", err=True)
+    if summary.tags_unmatched:
+        click.echo(
+            f"tags file: {len(summary.tags_unmatched)} of its paths are no photo in the library, e.g. "
+            f"{summary.tags_unmatched[0]} (paths are relative to the tags file's folder)",
+            err=True,
+        )
     if summary.needs_model:
         click.echo("No hash model yet, so photos are embedded but not searchable: run `hashlens train`.", err=True)
 

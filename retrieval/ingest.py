@@ -44,6 +44,7 @@ class IngestSummary:
     elapsed: float = 0.0
     failures: list[dict] = field(default_factory=list)  # {"path", "reason"} of this run
     needs_model: bool = False  # photos were embedded but there is no hash model to code them
+    tags_unmatched: list[str] = field(default_factory=list)  # tags-file paths that are no library photo
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -267,7 +268,7 @@ def index_paths(
             if on_progress is not None:
                 on_progress(done, len(todo), done / max(time.perf_counter() - start, 1e-9))
         _commit_batch(library, batch, found, known, sidecar, current, summary)
-        _apply_sidecar(library, sidecar)
+        summary.tags_unmatched = _apply_sidecar(library, sidecar)
         library.save_index()
         status = "done"
     except BaseException:
@@ -343,11 +344,15 @@ def _commit_batch(library, batch, found, known, sidecar, current, summary) -> No
     summary.embedded += len(batch)
 
 
-def _apply_sidecar(library, sidecar: dict[str, list[str]]) -> None:
-    if not sidecar:
-        return
+def _apply_sidecar(library, sidecar: dict[str, list[str]]) -> list[str]:
+    """Store the tags file's tags on its photos; returns the paths it names that are no photo of
+    the library (a misspelt name, or paths relative to somewhere else than the tags file)."""
+    unmatched = []
     with library.store.transaction():
         for path, tags in sidecar.items():
             rec = library.store.image_by_path(path_key(path))
             if rec is not None:
                 library.store.set_tags(rec["id"], tags, "sidecar")
+            else:
+                unmatched.append(path)
+    return unmatched

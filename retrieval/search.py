@@ -220,7 +220,8 @@ def _rank(
     if radius is not None:
         _, ids = index.radius(code[0], radius)
     else:
-        _, ids = index.knn(code[0], k * shortlist if rerank else k)
+        # the carried photos join anyway: the shortlist's k·shortlist places go to the others
+        _, ids = index.knn(code[0], (k * shortlist if rerank else k) + len(carried))
     ids = np.unique(np.concatenate([ids, np.fromiter(carried, np.int64, len(carried))]))
     if len(ids) == 0:
         return []

@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import subprocess
@@ -42,6 +43,22 @@ def test_index_sample_data_with_tags(tmp_path):
     cat = library.store.image_by_path(str(SAMPLE / "chelsea.jpg"))
     assert library.store.tags_of(cat["id"]) == ["animal", "cat", "pet"]
     assert summary.needs_model  # no hash model yet: the CLI says how to get one
+    assert summary.tags_unmatched == []
+
+
+def test_tags_file_paths_that_are_no_photo_are_reported(tmp_path):
+    from click.testing import CliRunner
+
+    from retrieval.cli import main
+
+    tags = tmp_path / "tags.csv"  # relative paths from the wrong folder: none names a photo
+    tags.write_text("path,tags\nchelsea.jpg,cat\nbrick.jpg,brick\n")
+    home = ["--home", str(tmp_path / "home"), "--encoder", "fake"]
+    result = CliRunner().invoke(main, [*home, "index", str(SAMPLE), "--workers", "0", "--tags", str(tags), "--json"])
+    assert result.exit_code == 0
+    summary = json.loads(result.stdout)
+    assert sorted(summary["tags_unmatched"]) == [str(tmp_path / "brick.jpg"), str(tmp_path / "chelsea.jpg")]
+    assert "2 of its paths are no photo in the library" in result.stderr
 
 
 def test_rerun_renames_changes_and_deletions(tmp_path):

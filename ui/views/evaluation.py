@@ -12,6 +12,7 @@ st.subheader("Evaluation")
 st.caption("From `make bench`: the files in docs/results/.")
 shown = False
 for name, title in [
+    ("clip_bench.md", "Learning your own tags, on real CLIP vectors"),
     ("results.md", "Wiki cross-modal benchmark"),
     ("search_bench.md", "Search latency and quality"),
     ("index_bench.md", "Indexing"),

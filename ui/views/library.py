@@ -76,6 +76,10 @@ for row in library.store.db["hash_models"].rows_where(select="id, encoder, bits,
             "tagged": m.get("tagged"),
             "validation mAP": m.get("val_map"),
             "tag precision@5": (m.get("tag_calibration") or {}).get("precision_at_5"),
+            # the default ranking's weight on CLIP's cosine, chosen on held-out tagged photos
+            "CLIP weight": (m.get("fusion") or {}).get("text_weight")
+            if (m.get("fusion") or {}).get("fitted")
+            else None,
             "seconds": m.get("train_seconds"),
         }
     )
