@@ -31,6 +31,7 @@ def test_search_bench_at_toy_sizes(tmp_path):
         assert 0 < row["map_at_k"]["hash_rerank"] <= 1 and 0 < row["map_at_k"]["float"] <= 1
     shortlist = result["shortlist_quality"]  # the quality model in an untagged library of 400 photos
     assert shortlist["photos"] == 400 and shortlist["shortlist_1m"] == 1  # 50 · 400 / 1M, at least 1
+    assert shortlist["search_top20"]["queries"] == 200 and shortlist["search_top20"]["p50_ms"] > 0
     for row in shortlist["search"]:
         assert row["shortlist_1m_share"] == row["k"] / 400 < row["default_shortlist_share"]
         assert all(0 < v <= 1 for v in row["map_at_k"].values())
