@@ -57,7 +57,12 @@ def relaxed_codes(model: SparseHash, features: np.ndarray, modality: str) -> np.
 
 def learned_similarity(query_codes: np.ndarray, photo_codes: np.ndarray) -> np.ndarray:
     """1 − mean |difference| of relaxed codes: [q, bits] × [n, bits] -> [q, n]."""
-    return 1.0 - np.abs(query_codes[:, None, :] - photo_codes[None, :, :]).mean(2)
+    rows = max(1, 8_000_000 // max(1, photo_codes.size))  # queries per chunk: ~32 MB of differences at most
+    out = np.empty((len(query_codes), len(photo_codes)), np.float32)
+    for start in range(0, len(query_codes), rows):
+        chunk = query_codes[start : start + rows]
+        out[start : start + rows] = 1.0 - np.abs(chunk[:, None, :] - photo_codes[None, :, :]).mean(2)
+    return out
 
 
 def fused(learned: np.ndarray, cosine: np.ndarray, weight: float, learned_spread: float, cosine_spread: float):

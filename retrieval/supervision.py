@@ -56,21 +56,23 @@ def kmeans_labels(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     return km.index.search(np.ascontiguousarray(x, np.float32), 1)[1][:, 0]
 
 
-def teacher_probabilities(
+def teacher_guesses(
     tagged: np.ndarray, carries: np.ndarray, untagged: np.ndarray, *, seed: int = 0
-) -> np.ndarray:
-    """P(tag | photo) [u, tags] for untagged photos' vectors, from one logistic-regression probe
-    per tag fitted on the tagged photos' vectors [t, dim] and what they carry (bool [t, tags]).
-    Tags with too few photos (or carried by all) get probability 0."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, tag columns) where an untagged photo probably carries a tag: one logistic-regression
+    probe per tag, fitted on the tagged photos' vectors [t, dim] and what they carry (bool
+    [t, tags]), applied to the untagged photos' vectors [u, dim]; pairs with P ≥ CONFIDENT. Tags
+    with too few photos (or carried by all) get no probe. Pairs, not a [u, tags] matrix: a
+    library of a million photos and a thousand tags would not fit one in memory."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
     rng = np.random.default_rng(seed)
-    out = np.zeros((len(untagged), carries.shape[1]), np.float32)
+    rows, columns = [], []
     if not len(untagged):
-        return out
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     for column in range(carries.shape[1]):
         positive = np.flatnonzero(carries[:, column])
         negative = np.flatnonzero(~carries[:, column])
@@ -78,13 +80,17 @@ def teacher_probabilities(
             continue
         if len(negative) > TEACHER_NEGATIVES:
             negative = rng.choice(negative, TEACHER_NEGATIVES, replace=False)
-        rows = np.concatenate([positive, negative])
+        fit_rows = np.concatenate([positive, negative])
         probe = LogisticRegression(C=TEACHER_C, max_iter=1000)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            probe.fit(tagged[rows], np.isin(rows, positive))
-        out[:, column] = probe.predict_proba(untagged)[:, 1]
-    return out
+            probe.fit(tagged[fit_rows], np.isin(fit_rows, positive))
+        sure = np.flatnonzero(probe.predict_proba(untagged)[:, 1] >= CONFIDENT)
+        rows.append(sure)
+        columns.append(np.full(len(sure), column))
+    if not rows:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(rows), np.concatenate(columns)
 
 
 def library_training_data(library, *, seed: int = 0, hidden: set[int] | frozenset = frozenset()) -> TrainingData:
@@ -105,17 +111,17 @@ def library_training_data(library, *, seed: int = 0, hidden: set[int] | frozense
     vectors = TagVocabulary(library).vectors(tags)  # cached per tag: each text is encoded once, ever
     column = {t: c for c, t in enumerate(tags)}
     tagged = np.array([bool(ts) for ts in photo_tags])
-    carries = np.zeros((len(ids), len(tags)), bool)
-    for row, ts in enumerate(photo_tags):
-        carries[row, [column[t] for t in ts]] = True
-    probabilities = teacher_probabilities(images[tagged], carries[tagged], images[~tagged], seed=seed)
-    guessed = probabilities >= CONFIDENT  # [untagged, tags]
+    tagged_rows, untagged_rows = np.flatnonzero(tagged), np.flatnonzero(~tagged)
+    carries = np.zeros((len(tagged_rows), len(tags)), bool)  # [tagged photos, tags]
+    for r, row in enumerate(tagged_rows):
+        carries[r, [column[t] for t in photo_tags[row]]] = True
+    guess_rows, guess_columns = teacher_guesses(images[tagged_rows], carries, images[untagged_rows], seed=seed)
     teacher_seconds = time.perf_counter() - start
 
     rows_image, rows_text, rows_label, sides = [], [], [], []
     zero = np.zeros(images.shape[1], np.float32)
-    for row in np.flatnonzero(tagged):  # a tagged photo with its tag list
-        cols = np.flatnonzero(carries[row])
+    for r, row in enumerate(tagged_rows):  # a tagged photo with its tag list
+        cols = np.flatnonzero(carries[r])
         rows_image.append(images[row])
         rows_text.append(unit_mean(vectors[cols]))
         rows_label.append(cols)
@@ -126,13 +132,14 @@ def library_training_data(library, *, seed: int = 0, hidden: set[int] | frozense
                 rows_text.append(vectors[c])
                 rows_label.append([c])
                 sides.append((False, True))
-    for u, row in enumerate(np.flatnonzero(~tagged)):  # an untagged photo the teacher is sure of
-        cols = np.flatnonzero(guessed[u])
-        if len(cols):
-            rows_image.append(images[row])
-            rows_text.append(zero)
-            rows_label.append(cols)
-            sides.append((True, False))
+    by_row: dict[int, list[int]] = {}  # an untagged photo the teacher is sure of, image only
+    for r, c in zip(guess_rows.tolist(), guess_columns.tolist()):
+        by_row.setdefault(r, []).append(c)
+    for r in sorted(by_row):
+        rows_image.append(images[untagged_rows[r]])
+        rows_text.append(zero)
+        rows_label.append(by_row[r])
+        sides.append((True, False))
     labels = np.zeros((len(rows_label), len(tags)), np.float32)
     for r, cols in enumerate(rows_label):
         labels[r, cols] = 1
@@ -141,7 +148,7 @@ def library_training_data(library, *, seed: int = 0, hidden: set[int] | frozense
         "photos": int(len(ids)),
         "tagged": int(tagged.sum()),
         "vocabulary": len(tags),
-        "guessed": int(guessed.any(1).sum()),  # untagged photos trained on the teacher's tags
+        "guessed": len(by_row),  # untagged photos trained on the teacher's tags
         "teacher_seconds": teacher_seconds,
     }
     return TrainingData(np.stack(rows_image), np.stack(rows_text), labels, has_image, has_text, tags, facts)
