@@ -139,7 +139,7 @@ def end_to_end(model: SparseHash, concepts: AlignedConcepts, out: Path, *, photo
 
     home = out / "e2e_library"
     library = Library(Settings.resolve(home=home, encoder="random"))
-    if library.store.count_images("ok") != photos:
+    if len(library.store.embedded_ids(library.encoder_name)) != photos:  # built before, by this encoder
         log(f"  building a library of {photos:,} synthetic photos in {home}")
         fill_library(library, concepts.photos(photos, seed=99)[0])
     from retrieval.search import search
@@ -318,7 +318,7 @@ def shortlist_quality(out: Path, quality_library, concepts: AlignedConcepts, *, 
         Settings.resolve(home=out / "shortlist_library", encoder="fake"), encoder=AlignedEncoder(concepts)
     )
     vectors, labels = concepts.photos(photos, seed=99)
-    if library.store.count_images("ok") != photos:
+    if len(library.store.embedded_ids(library.encoder_name)) != photos:  # built before, by this encoder
         log(f"  building a library of {photos:,} untagged synthetic photos")
         fill_library(library, vectors)
     _, model = quality_library.hash_model()

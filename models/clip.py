@@ -16,6 +16,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+# seeds the random-weight demo encoder: a library indexed in one process is searched with the same weights
+DEMO_SEED = 0
+
 
 class WeightsUnavailable(RuntimeError):
     """CLIP weights could not be loaded (offline, no checkpoint); the message says how to fix it."""
@@ -85,7 +88,9 @@ class OpenClipEncoder:
                     if not Path(weights).expanduser().is_file():
                         raise FileNotFoundError(f"no checkpoint file {weights}")
                     weights = str(Path(weights).expanduser())
-                self.model, _, self.preprocess = open_clip.create_model_and_transforms(model, pretrained=weights)
+                with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
+                    torch.manual_seed(DEMO_SEED)  # random weights, but the same ones in every process
+                    self.model, _, self.preprocess = open_clip.create_model_and_transforms(model, pretrained=weights)
                 self.tokenizer = open_clip.get_tokenizer(model)
         except Exception as e:  # open_clip raises RuntimeError/OSError/HF errors when offline
             reason = str(e).split(". ")[0][:160]
@@ -188,7 +193,7 @@ def encoder_name(kind: str, model: str, weights: str | None) -> str:
     if kind == "fake":
         return FakeEncoder.name
     if kind == "random" or not weights:
-        return f"openclip:{model}:random"
+        return f"openclip:{model}:random-seed{DEMO_SEED}"
     return f"openclip:{model}:{Path(weights.removeprefix('local-dir:')).name}"
 
 

@@ -202,10 +202,13 @@ def index_paths(
 
     found, problems = scan(roots)
     known = store.images_under(str(r) for r in roots)
+    embedded = store.embedded_ids(library.encoder_name)  # a photo unchanged since another encoder is redone
     todo = [
         k
         for k, (_, size, mtime) in found.items()
-        if k not in known or (known[k]["size"], known[k]["mtime"]) != (size, mtime)
+        if k not in known
+        or (known[k]["size"], known[k]["mtime"]) != (size, mtime)
+        or (known[k]["status"] == "ok" and known[k]["id"] not in embedded)
     ]
     summary.skipped = len(found) - len(todo)
     missing = {k: rec for k, rec in known.items() if k not in found and k not in problems}

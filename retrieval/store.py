@@ -292,6 +292,10 @@ class Store:
         blob = np.asarray(vector, np.float16).tobytes()
         self.db["embeddings"].insert({"image_id": image_id, "encoder": encoder, "vector": blob}, replace=True)
 
+    def embedded_ids(self, encoder: str) -> set[int]:
+        """Ids of the images that have an embedding from `encoder`."""
+        return {r[0] for r in self.db.execute("select image_id from embeddings where encoder = ?", [encoder])}
+
     def embeddings(self, encoder: str) -> tuple[np.ndarray, np.ndarray]:
         """(ids [n], float32 vectors [n, dim]) of every embedding from `encoder`."""
         rows = self.db.execute(

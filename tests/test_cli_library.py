@@ -79,6 +79,22 @@ def test_open_clip_random_weights_end_to_end(tmp_path):
     assert np.allclose(encoder.encode_texts(texts), full, atol=1e-5)
 
 
+@pytest.mark.clip
+def test_the_demo_encoder_is_the_same_in_every_process_and_leaves_the_random_state_alone():
+    import torch
+
+    from models.clip import OpenClipEncoder
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    first = OpenClipEncoder("ViT-B-32", None, threads=2)
+    assert torch.equal(torch.rand(3), expected)  # the caller's random stream is where it was
+    second = OpenClipEncoder("ViT-B-32", None, threads=2)  # as another process would build it
+    assert np.array_equal(first.encode_texts(["dog"]), second.encode_texts(["dog"]))
+    assert first.name == second.name == "openclip:ViT-B-32:random-seed0"
+
+
 def test_search_before_and_after_train_through_the_cli(tmp_path):
     runner = CliRunner()
     home = ["--home", str(tmp_path / "home")]

@@ -46,6 +46,21 @@ def test_index_sample_data_with_tags(tmp_path):
     assert summary.tags_unmatched == []
 
 
+def test_photos_are_embedded_again_for_another_encoder(tmp_path):
+    """Unchanged files are skipped only when they have an embedding from the library's encoder:
+    switching encoders (or a renamed embedding space) embeds them again instead of leaving the
+    library without vectors."""
+    from tests.conftest import ColourEncoder
+
+    first = open_library(tmp_path / "home")
+    assert index_paths(first, [SAMPLE], workers=0, progress=False).embedded == 17
+    assert index_paths(first, [SAMPLE], workers=0, progress=False).embedded == 0  # nothing changed
+    other = Library(Settings.resolve(home=tmp_path / "home", encoder="fake"), encoder=ColourEncoder())
+    summary = index_paths(other, [SAMPLE], workers=0, progress=False)
+    assert summary.embedded == 17 and len(other.embeddings()[0]) == 17
+    assert index_paths(other, [SAMPLE], workers=0, progress=False).embedded == 0
+
+
 def test_tags_file_paths_that_are_no_photo_are_reported(tmp_path):
     from click.testing import CliRunner
 
