@@ -26,7 +26,7 @@ def prepare(settings: Settings) -> Library:
     except WeightsUnavailable as e:
         print(f"{e}\nFalling back to the DEMO encoder (random weights): results will be meaningless.", file=sys.stderr)
         library = Library(settings.with_encoder("random"))
-    if library.store.count_images("ok") == 0:
+    if not library.store.embedded_ids(library.encoder_name):  # empty, or built with another encoder
         index_paths(library, [SAMPLE], tags_file=SAMPLE / "tags.csv")
     if library.hash_model() is None:
         train_library(library, bits=64)
