@@ -34,7 +34,7 @@ class TrainConfig:
     weight_decay: float = 1e-4  # decoupled weight decay (AdamW)
     eval_every: int = 5  # epochs between validation checks
     patience: int = 6  # validation checks without improvement before stopping
-    min_steps: int = 1000  # optimiser steps at least (a small library makes one an epoch)
+    min_steps: int = 0  # optimiser steps before early stopping may stop (a small library makes one an epoch)
     val_fraction: float = 0.2  # share of the training items held out for early stopping
     seed: int = 0  # seeds initialisation, dropout, sampling and the validation split
     threads: int = 2  # torch CPU threads
@@ -323,6 +323,7 @@ def rescaled(fusion: Fusion, library, model: SparseHash, photo_ids: list[int], t
 
 
 LEAK = 0.1  # shrinkage gradient below threshold: a library has few distinct tag texts, units die without it
+LIBRARY_MIN_STEPS = 1000  # a library of a few hundred photos makes 2 steps an epoch: train it long enough
 REFIT = True  # after choosing the ranking weights, train the installed model on every tag
 
 
@@ -378,7 +379,7 @@ def _fit(data: TrainingData, bits: int, seed: int, on_progress, epochs: int | No
         data.texts,
         data.labels,
         config,
-        TrainConfig(seed=seed),
+        TrainConfig(seed=seed, min_steps=LIBRARY_MIN_STEPS),
         epochs=epochs,
         sides=sides,
         on_progress=on_progress,
