@@ -155,18 +155,16 @@ def boolean_search(
     tags = query.all_of + query.none_of
     codes = TagVocabulary(library).codes(tags)
 
-    def matches(i: int) -> set[int]:
-        tagged = set(library.store.images_tagged(tags[i]))
-        return tagged | set(library.index.radius(codes[i], radius)[1].tolist())
-
+    tagged = [set(library.store.images_tagged(t)) for t in tags]
+    matches = [tagged[i] | set(library.index.radius(codes[i], radius)[1].tolist()) for i in range(len(tags))]
     wanted = len(query.all_of)
-    keep = set.intersection(*(matches(i) for i in range(wanted)))
+    keep = set.intersection(*matches[:wanted])
     for i in range(wanted, len(tags)):
-        keep -= matches(i)
+        keep -= matches[i]
     if not keep:
         return []
     vectors, weight = query_vectors(library, query.all_of, query.text)
-    carried = carrying_all(library, query.all_of) & keep
+    carried = set.intersection(*tagged[:wanted]) & keep
     return _order(
         library,
         np.array(sorted(keep), np.int64),

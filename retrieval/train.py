@@ -324,7 +324,6 @@ def rescaled(fusion: Fusion, library, model: SparseHash, photo_ids: list[int], t
 
 LEAK = 0.1  # shrinkage gradient below threshold: a library has few distinct tag texts, units die without it
 LIBRARY_MIN_STEPS = 1000  # a library of a few hundred photos makes 2 steps an epoch: train it long enough
-REFIT = True  # after choosing the ranking weights, train the installed model on every tag
 
 
 def train_library(library, *, bits: int = 64, seed: int = 0, on_progress=None) -> dict:
@@ -354,7 +353,7 @@ def train_library(library, *, bits: int = 64, seed: int = 0, on_progress=None) -
     truth = {i: set(tags_by_image[i]) for i in held_out}
     fusion = fit_fusion(library, result.model, held_out, truth, data.tags)
     calibration = fit_calibration(library, held_out, truth)
-    if held_out and REFIT:
+    if held_out:  # train again on every tag, as long as the first run
         data = library_training_data(library, seed=seed)
         final = _fit(data, bits, seed, on_progress, epochs=result.epochs)
         metrics.update(data.facts, train_seconds=metrics["train_seconds"] + final.seconds, refit=True)

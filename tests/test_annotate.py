@@ -119,6 +119,9 @@ def test_calibration_is_fitted_on_held_out_photos():
     metrics = train_library(library, bits=32)
     calibration = current_calibration(library)
     assert metrics["held_out"] == 80 and calibration.calibrated and calibration.photos == 80
+    # the ranking weight was chosen on the same held-out photos, then the model trained on every tag
+    assert metrics["fusion"]["fitted"] and metrics["fusion"]["photos"] == 80 and metrics["refit"]
+    assert metrics["tagged"] == 400 and metrics["model_id"] == library.hash_model()[0]
     assert len(calibration.weights) == 2 * len(FEATURES) + 1  # each signal, its square, the bias
     table = calibration.table
     assert sum(row["suggestions"] for row in table) > 80 * 20

@@ -74,3 +74,27 @@ def test_gradients_reach_every_parameter():
 def test_dense_ablation_has_no_sparsity_term():
     a = torch.tensor([[0.5, 0.5]])
     assert pair_loss(a, a, torch.tensor([1.0]), margin=1.0, lam=1.0, alpha=0.0).item() == 0.0
+
+
+def test_leaky_shrink_keeps_the_value_and_lets_a_gradient_through_below_threshold():
+    b = torch.tensor([-2.0, 0.5, 3.0], requires_grad=True)
+    out = shrink(b, torch.tensor(1.0), leak=0.1)
+    assert torch.equal(out.detach(), torch.tensor([0.0, 0.0, 2.0]))  # codes are the same
+    out.sum().backward()
+    assert torch.allclose(b.grad, torch.tensor([0.1, 0.1, 1.0]))  # plain shrinkage would give 0, 0, 1
+
+
+def test_loss_leaves_out_the_sides_an_item_lacks():
+    """An item without text (an untagged photo) or without image (a tag on its own): whatever its
+    missing features hold, the loss is the same."""
+    torch.manual_seed(0)
+    model = SparseHash(SparseHashConfig(image_dim=5, text_dim=3, bits=8, tau_init=0.0))
+    images, texts = torch.randn(4, 5), torch.randn(4, 3)
+    left, right, similar = torch.tensor([0, 1, 2]), torch.tensor([1, 2, 3]), torch.tensor([1.0, 0.0, 1.0])
+    has_image = torch.tensor([True, True, False, True])
+    has_text = torch.tensor([True, False, True, True])
+    loss = model.loss(images, texts, left, right, similar, has_image, has_text)
+    images2, texts2 = images.clone(), texts.clone()
+    images2[2], texts2[1] = 100.0, -100.0  # the missing sides, changed
+    assert torch.equal(loss, model.loss(images2, texts2, left, right, similar, has_image, has_text))
+    assert not torch.equal(loss, model.loss(images2, texts2, left, right, similar))  # all present: it shows
