@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from retrieval.config import ENCODERS, SHORTLIST, Settings
+from retrieval.config import ENCODERS, PRECISIONS, SHORTLIST, Settings
 
 # Heavy modules (torch, faiss, scipy) are imported inside the commands: the CLI starts fast,
 # and decoding worker processes (spawned, so they re-import this module) stay light.
@@ -47,10 +47,15 @@ DEFAULT_WIKI = "../shared/datasets/wiki/wikiData.mat"
 @click.option(
     "--weights", help="CLIP weights: pretrained tag, checkpoint FILE or local-dir:FOLDER [env HASHLENS_WEIGHTS]."
 )
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    help="CLIP weights in fp32 or bf16; auto: bf16 where the CPU has bf16 hardware [env HASHLENS_PRECISION].",
+)
 @click.pass_context
-def main(ctx: click.Context, home, encoder, weights) -> None:
+def main(ctx: click.Context, home, encoder, weights, precision) -> None:
     """hashlens: find photos by tags, and tags for photos."""
-    ctx.obj = {"home": home, "encoder": encoder, "weights": weights}
+    ctx.obj = {"home": home, "encoder": encoder, "weights": weights, "precision": precision}
 
 
 def open_library(ctx: click.Context, **overrides):
@@ -267,7 +272,7 @@ def stats_command(ctx, as_json) -> None:
         click.echo(json.dumps(stats, indent=1))
         return
     warn_demo(library)
-    click.echo(f"photos: {stats['photos']}  tags: {stats['tags']}  encoder: {stats['encoder']}")
+    click.echo(f"photos: {stats['photos']}  tags: {stats['tags']}  encoder: {stats['encoder']} ({stats['precision']})")
     click.echo("formats: " + (", ".join(f"{k} {v}" for k, v in sorted(stats["formats"].items())) or "none"))
     memory = stats["index_memory_bytes"] / stats["indexed"] if stats["indexed"] else 0.0
     click.echo(

@@ -13,6 +13,8 @@ from pathlib import Path
 ENV_HOME = "HASHLENS_HOME"  # library folder
 ENV_ENCODER = "HASHLENS_ENCODER"  # openclip | random | fake
 ENV_WEIGHTS = "HASHLENS_WEIGHTS"  # pretrained tag, checkpoint file or local-dir:FOLDER
+ENV_PRECISION = "HASHLENS_PRECISION"  # auto | fp32 | bf16
+PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 where the CPU has bf16 hardware
 ENCODERS = ("openclip", "random", "fake")
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_WEIGHTS = "datacomp_xl_s13b_b90k"
@@ -37,6 +39,7 @@ class Settings:
     model: str = DEFAULT_MODEL  # open_clip architecture
     weights: str = DEFAULT_WEIGHTS  # pretrained tag, checkpoint file, or local-dir:FOLDER
     batch_size: int = 32  # photos per encoder call
+    precision: str = "auto"  # CLIP towers' weights: auto, fp32 or bf16
     workers: int | None = None  # decoding processes (None: one per core)
     max_megapixels: float = 100.0  # larger images are refused (decompression-bomb guard)
 
@@ -47,6 +50,7 @@ class Settings:
         home: str | Path | None = None,
         encoder: str | None = None,
         weights: str | None = None,
+        precision: str | None = None,
         **overrides,
     ) -> Settings:
         """Explicit options first, then environment variables, then defaults."""
@@ -55,7 +59,10 @@ class Settings:
         if encoder is not None and encoder not in ENCODERS:
             raise ValueError(f"unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
         weights = weights or os.environ.get(ENV_WEIGHTS) or DEFAULT_WEIGHTS
-        return cls(home=home, encoder=encoder, weights=weights, **overrides)
+        precision = precision or os.environ.get(ENV_PRECISION) or "auto"
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        return cls(home=home, encoder=encoder, weights=weights, precision=precision, **overrides)
 
     def with_encoder(self, encoder: str, weights: str | None = None) -> Settings:
         return replace(self, encoder=encoder, weights=weights or self.weights)

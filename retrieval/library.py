@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from models.checkpoint import model_from_bytes, model_to_bytes
-from models.clip import Encoder, encoder_name, is_demo, make_encoder
+from models.clip import Encoder, encoder_name, is_demo, make_encoder, resolve_precision
 from models.sparsehash import SparseHash
 from retrieval.config import Settings
 from retrieval.index import CodeIndex
@@ -69,8 +69,17 @@ class Library:
     def encoder(self) -> Encoder:
         if self._encoder is None:
             s = self.settings
-            self._encoder = make_encoder(s.encoder, model=s.model, weights=s.weights, batch_size=s.batch_size)
+            self._encoder = make_encoder(
+                s.encoder, model=s.model, weights=s.weights, batch_size=s.batch_size, precision=s.precision
+            )
         return self._encoder
+
+    @property
+    def precision(self) -> str:
+        """The precision the encoder runs (or will run) in, `auto` resolved; known without loading it."""
+        if self._encoder is not None:
+            return getattr(self._encoder, "precision", "fp32")
+        return "fp32" if self.settings.encoder == "fake" else resolve_precision(self.settings.precision)
 
     @property
     def vocabulary(self) -> list[str]:
@@ -213,6 +222,7 @@ class Library:
             "tags": store.count_tags(),
             "encoder": self.encoder_name,
             "demo_encoder": self.is_demo,
+            "precision": self.precision,
             "hash_model": current["id"] if current else None,
             "indexed": index.ntotal if index is not None else 0,
             "index_bytes": index_bytes,
