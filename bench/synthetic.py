@@ -120,9 +120,16 @@ class AlignedEncoder:
         raise NotImplementedError("synthetic libraries hold embeddings, not images")
 
 
-def fill_library(library, vectors: np.ndarray, labels: np.ndarray | None = None, tagged: np.ndarray | None = None):
+def fill_library(
+    library,
+    vectors: np.ndarray,
+    labels: np.ndarray | None = None,
+    tagged: np.ndarray | None = None,
+    names: list[str] | None = None,
+):
     """Replace a library's photos with synthetic ones: embeddings `vectors` and, where `tagged`,
-    the user tags given by `labels` (names from the library encoder's concepts). Returns ids."""
+    the user tags given by `labels` (columns named by `names`, by default the library encoder's
+    concepts). Returns ids."""
     db, name = library.store.db, library.encoder_name
     ids = np.arange(1, len(vectors) + 1)
     with library.store.transaction():
@@ -137,7 +144,7 @@ def fill_library(library, vectors: np.ndarray, labels: np.ndarray | None = None,
             for i, v in zip(ids, vectors)
         )
         if labels is not None:
-            names = np.array(library.encoder.concepts.names)
+            names = np.array(library.encoder.concepts.names if names is None else names)
             for row in np.flatnonzero(tagged if tagged is not None else np.ones(len(ids), bool)):
                 library.store.set_tags(int(ids[row]), names[labels[row]].tolist(), "user")
     return ids

@@ -74,9 +74,13 @@ class IstaEncoder(nn.Module):
         std = features.std(0)
         self.input_scale.copy_(torch.where(std > 1e-8, std, torch.ones_like(std)))
 
-    def activations(self, x: torch.Tensor) -> torch.Tensor:
-        """Shrunk ISTA activations z >= 0, [batch, bits]."""
-        x = self.dropout((x - self.input_mean) / self.input_scale)
+    def standardise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.input_mean) / self.input_scale
+
+    def activations(self, x: torch.Tensor, *, standardised: bool = False) -> torch.Tensor:
+        """Shrunk ISTA activations z >= 0, [batch, bits]. standardised: x went through
+        standardise() already (training standardises its features once, not every step)."""
+        x = self.dropout(x if standardised else self.standardise(x))
         b_in = self.W(x)  # [batch, bits]
         leak = self.config.leak if self.training else 0.0
         z = shrink(b_in, self.tau, leak)
@@ -84,8 +88,8 @@ class IstaEncoder(nn.Module):
             z = shrink(b_in + self.S(z), self.tau, leak)
         return z
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.config.gain * self.activations(x))
+    def forward(self, x: torch.Tensor, *, standardised: bool = False) -> torch.Tensor:
+        return torch.tanh(self.config.gain * self.activations(x, standardised=standardised))
 
     @torch.inference_mode()
     def encode_bits(self, x: torch.Tensor) -> torch.Tensor:

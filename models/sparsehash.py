@@ -80,6 +80,8 @@ class SparseHash(nn.Module):
         similar: torch.Tensor,
         has_image: torch.Tensor | None = None,
         has_text: torch.Tensor | None = None,
+        *,
+        standardised: bool = False,
     ) -> torch.Tensor:
         """Mean loss over pairs of items (left[k], right[k]) with similarity similar[k].
 
@@ -87,19 +89,22 @@ class SparseHash(nn.Module):
         once; a pair of items gives an image–image, a text–text and two image–text comparisons
         (image_left–text_right and text_left–image_right). An item may lack one side (has_image,
         has_text [u] bool: a photo nobody tagged has no text, a tag on its own has no image);
-        comparisons with a missing side are left out of the mean.
+        comparisons with a missing side are left out of the mean. standardised: the features
+        went through each encoder's standardise() already.
         """
         c = self.config
-        h, g = self.image(images), self.text(texts)  # [u, bits] each
+        h, g = self.image(images, standardised=standardised), self.text(texts, standardised=standardised)
         u = len(images)
         hi = torch.ones(u) if has_image is None else has_image.float()
         ht = torch.ones(u) if has_text is None else has_text.float()
         kw = dict(margin=c.margin, lam=c.lam, alpha=c.alpha)
+        hl, hr, gl, gr = h[left], h[right], g[left], g[right]  # each gathered once: indexing's backward is costly
+        il, ir, tl, tr = hi[left], hi[right], ht[left], ht[right]
         terms = [
-            (c.weight_ii, pair_loss(h[left], h[right], similar, **kw), hi[left] * hi[right]),
-            (c.weight_tt, pair_loss(g[left], g[right], similar, **kw), ht[left] * ht[right]),
-            (0.5 * c.weight_it, pair_loss(h[left], g[right], similar, **kw), hi[left] * ht[right]),
-            (0.5 * c.weight_it, pair_loss(g[left], h[right], similar, **kw), ht[left] * hi[right]),
+            (c.weight_ii, pair_loss(hl, hr, similar, **kw), il * ir),
+            (c.weight_tt, pair_loss(gl, gr, similar, **kw), tl * tr),
+            (0.5 * c.weight_it, pair_loss(hl, gr, similar, **kw), il * tr),
+            (0.5 * c.weight_it, pair_loss(gl, hr, similar, **kw), tl * ir),
         ]
         total = sum(w * (loss * mask) for w, loss, mask in terms)
         compared = sum(mask for _, _, mask in terms) > 0  # pairs with at least one comparison

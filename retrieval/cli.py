@@ -120,20 +120,26 @@ def index_command(ctx, paths, tags_file, workers, max_megapixels, as_json) -> No
 @main.command("train")
 @click.option("--bits", default=64, show_default=True, type=int, help="Code length (a multiple of 8).")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--force", is_flag=True, help="Train even when nothing is new since the current model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @click.pass_context
-def train_command(ctx, bits, seed, as_json) -> None:
+def train_command(ctx, bits, seed, force, as_json) -> None:
     """Train the hash model on the library's photos and tags; recompute every code, rebuild the index."""
     from retrieval.train import train_library
 
     library = open_library(ctx)
     warn_demo(library)
     try:
-        metrics = train_library(library, bits=bits, seed=seed)
+        metrics = train_library(library, bits=bits, seed=seed, force=force)
     except user_errors() as e:
         raise click.ClickException(str(e)) from e
     if as_json:
         click.echo(json.dumps(metrics, indent=1))
+    elif metrics.get("unchanged"):
+        click.echo(
+            f"hash model {metrics['model_id']} is up to date: nothing new since it was trained "
+            "(training would give the same model; --force trains again)"
+        )
     else:
         validation = (
             f"validation mAP {metrics['val_map']:.3f}"
@@ -338,6 +344,21 @@ def bench_index(ctx, out_dir, photos, rerun_photos, repeats) -> None:
         run_index_bench(
             out_dir, encoder=ctx.obj["encoder"] or "random", photos=photos, rerun_photos=rerun_photos, repeats=repeats
         )
+    except user_errors() as e:
+        raise click.ClickException(str(e)) from e
+
+
+@bench.command("train")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--photos", default=10_000, show_default=True, type=click.IntRange(20), help="Photos in the library.")
+@click.option("--tags", default=2_000, show_default=True, type=click.IntRange(2), help="Distinct tags they carry.")
+@click.pass_context
+def bench_train(ctx, out_dir, photos, tags) -> None:
+    """`hashlens train` on a generated library, and a retrain with nothing new (default encoder: random)."""
+    from bench.train import run_train_bench
+
+    try:
+        run_train_bench(out_dir, encoder=ctx.obj["encoder"] or "random", photos=photos, tags=tags)
     except user_errors() as e:
         raise click.ClickException(str(e)) from e
 

@@ -19,7 +19,13 @@ from models.bits import hamming_distances, unpack_codes
 
 def relevance(query_labels: np.ndarray, db_labels: np.ndarray) -> np.ndarray:
     """Multi-hot labels [q, c], [n, c] -> bool [q, n]: do they share a label?"""
-    return (np.asarray(query_labels, np.float32) @ np.asarray(db_labels, np.float32).T) > 0
+    query_labels, db_labels = np.asarray(query_labels, np.float32), np.asarray(db_labels, np.float32)
+    if query_labels.shape[1] > 256:  # a library's thousands of tags: a sparse product, not a dense one
+        from scipy import sparse
+
+        product = sparse.csr_matrix(query_labels) @ sparse.csr_matrix(db_labels).T
+        return product.toarray() > 0
+    return (query_labels @ db_labels.T) > 0
 
 
 def tie_aware_map(distances: np.ndarray, relevant: np.ndarray) -> np.ndarray:

@@ -6,7 +6,7 @@ Training items (rows of TrainingData) have an image side, a text side, or both:
 - every tag on its own, from each photo that carries it beside other tags: text only, labelled
   with that tag, because people type one tag ("red") while photos carry lists ("red, circle");
 - an untagged photo: image only, labelled with the tags a teacher is confident it carries. The
-  teacher is a logistic-regression probe per tag on the tagged photos' CLIP vectors: it learns a
+  teacher is a linear probe per tag on the tagged photos' CLIP vectors: it learns a
   word CLIP cannot know ("box 17") as well as one it knows, where CLIP's zero-shot guess ("the
   closest tag") is noise for the first kind and outvoted the user's own tags. Photos the teacher
   is unsure of are left out of the training (and coded by the trained model like every photo).
@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-TEACHER_C = 100.0  # inverse L2 strength of the probes (chosen on bench clip: 1, 10, 100 -> 100 best)
-CONFIDENT = 0.5  # a probe's probability from which an untagged photo counts as carrying the tag
+TEACHER_RIDGE = 0.1  # L2 strength of the probes (bench clip's guesses: 0.01, 0.1, 1 -> 0.1 as right as before)
+CONFIDENT = 0.5  # a probe's score (0: not carried, 1: carried) from which an untagged photo counts as carrying it
 MIN_PHOTOS_PER_TAG = 2  # tags on fewer tagged photos get no probe (they still train as tags)
-TEACHER_NEGATIVES = 5000  # most tagged photos without the tag that one probe is fitted on
 
 
 class NothingToTrain(RuntimeError):
@@ -57,40 +56,37 @@ def kmeans_labels(x: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 def teacher_guesses(
-    tagged: np.ndarray, carries: np.ndarray, untagged: np.ndarray, *, seed: int = 0
+    tagged: np.ndarray, carries: np.ndarray, untagged: np.ndarray, *, chunk: int = 20_000
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, tag columns) where an untagged photo probably carries a tag: one logistic-regression
-    probe per tag, fitted on the tagged photos' vectors [t, dim] and what they carry (bool
-    [t, tags]), applied to the untagged photos' vectors [u, dim]; pairs with P ≥ CONFIDENT. Tags
-    with too few photos (or carried by all) get no probe. Pairs, not a [u, tags] matrix: a
-    library of a million photos and a thousand tags would not fit one in memory."""
-    import warnings
+    """(rows, tag columns) where an untagged photo probably carries a tag: a least-squares probe
+    per tag, fitted on the tagged photos' vectors [t, dim] and what they carry (bool [t, tags]),
+    applied to the untagged photos' vectors [u, dim]; pairs scoring ≥ CONFIDENT. Tags with too
+    few photos (or carried by all) get no probe.
 
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-
-    rng = np.random.default_rng(seed)
+    All probes share one dim × dim system (closed-form ridge regression), so 2,000 tags cost what
+    one does; on bench clip's real CLIP vectors its guesses are as right as per-tag logistic
+    regressions were (precision 0.978 / recall 0.820 against 0.977 / 0.815, 5 seeds), in 0.01 s
+    instead of 0.4 s for 10 tags. Pairs, not a [u, tags] matrix: a library of a million photos
+    and a thousand tags would not fit one in memory."""
+    counts = carries.sum(0)
+    probed = np.flatnonzero((counts >= MIN_PHOTOS_PER_TAG) & (len(carries) - counts >= MIN_PHOTOS_PER_TAG))
+    if not len(untagged) or not len(probed):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    x = np.asarray(tagged, np.float64)
+    mean = x.mean(0)
+    centred = x - mean
+    targets = carries[:, probed].astype(np.float64)
+    base = targets.mean(0)
+    gram = centred.T @ centred + TEACHER_RIDGE * np.eye(x.shape[1])
+    weights = np.linalg.solve(gram, centred.T @ (targets - base)).astype(np.float32)  # [dim, probed]
     rows, columns = [], []
-    if not len(untagged):
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    for column in range(carries.shape[1]):
-        positive = np.flatnonzero(carries[:, column])
-        negative = np.flatnonzero(~carries[:, column])
-        if len(positive) < MIN_PHOTOS_PER_TAG or len(negative) < MIN_PHOTOS_PER_TAG:
-            continue
-        if len(negative) > TEACHER_NEGATIVES:
-            negative = rng.choice(negative, TEACHER_NEGATIVES, replace=False)
-        fit_rows = np.concatenate([positive, negative])
-        probe = LogisticRegression(C=TEACHER_C, max_iter=1000)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            probe.fit(tagged[fit_rows], np.isin(fit_rows, positive))
-        sure = np.flatnonzero(probe.predict_proba(untagged)[:, 1] >= CONFIDENT)
-        rows.append(sure)
-        columns.append(np.full(len(sure), column))
-    if not rows:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.concatenate(rows), np.concatenate(columns)
+    for start in range(0, len(untagged), chunk):
+        scores = (untagged[start : start + chunk] - mean.astype(np.float32)) @ weights + base.astype(np.float32)
+        r, c = np.nonzero(scores >= CONFIDENT)
+        rows.append(r + start)
+        columns.append(probed[c])
+    order = np.lexsort((np.concatenate(rows), np.concatenate(columns)))  # by tag, then photo
+    return np.concatenate(rows)[order].astype(np.int64), np.concatenate(columns)[order].astype(np.int64)
 
 
 def library_training_data(library, *, seed: int = 0, hidden: set[int] | frozenset = frozenset()) -> TrainingData:
@@ -115,7 +111,7 @@ def library_training_data(library, *, seed: int = 0, hidden: set[int] | frozense
     carries = np.zeros((len(tagged_rows), len(tags)), bool)  # [tagged photos, tags]
     for r, row in enumerate(tagged_rows):
         carries[r, [column[t] for t in photo_tags[row]]] = True
-    guess_rows, guess_columns = teacher_guesses(images[tagged_rows], carries, images[untagged_rows], seed=seed)
+    guess_rows, guess_columns = teacher_guesses(images[tagged_rows], carries, images[untagged_rows])
     teacher_seconds = time.perf_counter() - start
 
     rows_image, rows_text, rows_label, sides = [], [], [], []

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 
@@ -71,15 +73,25 @@ class PairSampler:
     draws = 16  # uniform candidates tried per dissimilar partner
 
     def __init__(self, labels: np.ndarray, generator: torch.Generator, *, per_anchor: int = 1) -> None:
-        self.labels = torch.as_tensor(multi_hot(labels))
+        # Labels as each item's list of label ids (padded), not the multi-hot matrix: a library
+        # with thousands of tags would gather megabytes of zeros per step (it was 3/4 of the time).
         self.generator = generator
         self.per_anchor = per_anchor
-        item, label = np.nonzero(multi_hot(labels))
+        hot = multi_hot(labels)
+        item, label = np.nonzero(hot)  # row-major: grouped by item, labels ascending
+        n = len(hot)
+        self.n = n
+        per_item = np.bincount(item, minlength=n)
+        self.item_count = torch.as_tensor(per_item)
+        width = max(1, int(per_item.max()) if len(per_item) else 1)
+        padded = np.full((n, width), -1, np.int64)  # item -> its label ids, -1 after the last
+        padded[item, np.arange(len(item)) - np.repeat(np.cumsum(per_item) - per_item, per_item)] = label
+        self.item_labels = torch.as_tensor(padded)
         order = np.argsort(label, kind="stable")
         self.members = torch.as_tensor(item[order])  # items grouped by label
-        counts = np.bincount(label, minlength=self.labels.shape[1])
+        counts = np.bincount(label, minlength=hot.shape[1])
         self.count = torch.as_tensor(counts)
-        self.offset = torch.as_tensor(np.concatenate([[0], np.cumsum(counts)[:-1]]))
+        self.offset = torch.as_tensor(np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64))
 
     def _uniform(self, n: int) -> torch.Tensor:
         return torch.rand(n, generator=self.generator)
@@ -88,20 +100,24 @@ class PairSampler:
         """anchors [b] -> (left [p], right [p], similar [p]) with p <= 2·b·per_anchor."""
         anchors = anchors.repeat(self.per_anchor)
         b = len(anchors)
-        anchor_labels = self.labels[anchors]  # [b, c]
-        labelled = anchor_labels.sum(1) > 0
+        labelled = self.item_count[anchors] > 0
         # similar: a random label of the anchor, then a random member of that label
-        weights = anchor_labels[labelled]
-        label = torch.multinomial(weights, 1, generator=self.generator)[:, 0]
+        owners = anchors[labelled]
+        which = (self._uniform(len(owners)) * self.item_count[owners]).long()
+        label = self.item_labels[owners, which]
         pick = (self._uniform(len(label)) * self.count[label]).long()
         positive = self.members[self.offset[label] + pick]
         # dissimilar: the first of several uniform draws that shares no label
-        candidates = (self._uniform(b * self.draws) * len(self.labels)).long().view(b, self.draws)
-        shares = (self.labels[candidates] * anchor_labels[:, None, :]).sum(2) > 0  # [b, draws]
+        candidates = (self._uniform(b * self.draws) * self.n).long().view(b, self.draws)
+        mine, theirs = self.item_labels[anchors], self.item_labels[candidates]  # [b, w], [b, draws, w]
+        shares = torch.zeros(b, self.draws, dtype=torch.bool)
+        for slot in range(mine.shape[1]):  # one of the anchor's labels at a time: [b, draws, w] at most
+            label_here = mine[:, slot, None, None]
+            shares |= ((theirs == label_here) & (label_here >= 0)).any(2)
         ok = ~shares
         found = ok.any(1)
         negative = candidates[torch.arange(b), ok.float().argmax(1)][found]
-        left = torch.cat([anchors[labelled], anchors[found]])
+        left = torch.cat([owners, anchors[found]])
         right = torch.cat([positive, negative])
         similar = torch.cat([torch.ones(len(positive)), torch.zeros(len(negative))])
         return left, right, similar
@@ -207,6 +223,8 @@ def train_sparsehash(
     xi, xt = torch.as_tensor(images), torch.as_tensor(texts)
     model.image.fit_input(xi[torch.as_tensor(has_image)])
     model.text.fit_input(xt[torch.as_tensor(has_text)])
+    with torch.no_grad():  # once, not every step (the encoders' input standardisation is fixed now)
+        xi, xt = model.image.standardise(xi), model.text.standardise(xt)
     image_side, text_side = torch.as_tensor(has_image), torch.as_tensor(has_text)
     sampler = PairSampler(labels, generator, per_anchor=train_config.pairs_per_anchor)
     optimiser = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
@@ -223,7 +241,9 @@ def train_sparsehash(
             # encode each item of the step once, then compare codes by index
             items, index = torch.unique(torch.cat([left, right]), return_inverse=True)
             left, right = index[: len(left)], index[len(left) :]
-            loss = model.loss(xi[items], xt[items], left, right, similar, image_side[items], text_side[items])
+            loss = model.loss(
+                xi[items], xt[items], left, right, similar, image_side[items], text_side[items], standardised=True
+            )
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -324,10 +344,39 @@ def rescaled(fusion: Fusion, library, model: SparseHash, photo_ids: list[int], t
 
 LEAK = 0.1  # shrinkage gradient below threshold: a library has few distinct tag texts, units die without it
 LIBRARY_MIN_STEPS = 1000  # a library of a few hundred photos makes 2 steps an epoch: train it long enough
+LIBRARY_STOP_STEPS = 20  # steps an epoch from which early stopping alone decides (>= ~1,300 validation items)
 
 
-def train_library(library, *, bits: int = 64, seed: int = 0, on_progress=None) -> dict:
-    """Train a hash model on the library's own photos and install it (codes and index rebuilt).
+def library_train_config(items: int, seed: int) -> TrainConfig:
+    """How a library trains: validation checked every 2 epochs, stopping after 5 checks without
+    gain. A small library (few steps an epoch, a few hundred validation items whose mAP jumps
+    about) trains LIBRARY_MIN_STEPS steps at least; a large one stops when validation says."""
+    config = TrainConfig(seed=seed, eval_every=2, patience=5)
+    steps_per_epoch = -(-round(items * (1 - config.val_fraction)) // config.batch_size)
+    config.min_steps = LIBRARY_MIN_STEPS if steps_per_epoch < LIBRARY_STOP_STEPS else 0
+    return config
+
+
+TRAINING_VERSION = 2  # part of the inputs' fingerprint: a change to how libraries train makes old models stale
+
+
+def training_fingerprint(library, bits: int, seed: int) -> str:
+    """A digest of everything a library's training depends on: its photos' embeddings, their
+    tags, the vocabulary, the settings and the training code's version. Training is
+    deterministic, so a library whose fingerprint equals its model's would train that model again."""
+    ids, vectors = library.embeddings()
+    digest = hashlib.sha256(json.dumps([TRAINING_VERSION, bits, seed, library.encoder_name]).encode())
+    digest.update(ids.tobytes())
+    digest.update(vectors.astype(np.float16).tobytes())
+    digest.update(json.dumps(sorted(library.store.tags_by_image().items())).encode())
+    digest.update(json.dumps(library.vocabulary).encode())
+    return digest.hexdigest()
+
+
+def train_library(library, *, bits: int = 64, seed: int = 0, force: bool = False, on_progress=None) -> dict:
+    """Train a hash model on the library's own photos and install it (codes and index rebuilt);
+    its metrics are returned. A library with nothing new since its model was trained keeps that
+    model (the metrics then say "unchanged": True) unless `force`.
 
     When the library has enough tagged photos, the tags of a share of them are first hidden
     from a training run (those photos train as untagged ones do); with that model installed,
@@ -338,6 +387,21 @@ def train_library(library, *, bits: int = 64, seed: int = 0, on_progress=None) -
     """
     from retrieval.annotate import fit_calibration
 
+    fingerprint = training_fingerprint(library, bits, seed)
+    current = library.hash_model()
+    if current is not None and not force:
+        metrics = library.model_metrics()
+        if metrics.get("fingerprint") == fingerprint:
+            return dict(metrics, unchanged=True)
+    seconds: dict[str, float] = {}  # where the time goes, by step (the model's metrics show it)
+    clock = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[step] = seconds.get(step, 0.0) + now - clock
+        clock = now
+
     tags_by_image = library.store.tags_by_image()
     tagged = sorted(tags_by_image)
     held_out: list[int] = []
@@ -345,25 +409,36 @@ def train_library(library, *, bits: int = 64, seed: int = 0, on_progress=None) -
         count = min(HELD_OUT_MAX, int(len(tagged) * HELD_OUT_SHARE))
         held_out = sorted(np.random.default_rng(seed).choice(tagged, size=count, replace=False).tolist())
     data = library_training_data(library, seed=seed, hidden=set(held_out))
+    lap("training_data")
     result = _fit(data, bits, seed, on_progress)
+    lap("fit")
     metrics = dict(data.facts, val_map=result.val_map, epochs=result.epochs, train_seconds=result.seconds)
     metrics["match_radius"] = match_radius(result.model, data, seed=seed)
     metrics["learned_tags"] = data.tags
     model_id = library.install_model(result.model, metrics=metrics)
+    lap("install")
     truth = {i: set(tags_by_image[i]) for i in held_out}
     fusion = fit_fusion(library, result.model, held_out, truth, data.tags)
+    lap("fusion")
     calibration = fit_calibration(library, held_out, truth)
+    lap("calibration")
     if held_out:  # train again on every tag, as long as the first run
         data = library_training_data(library, seed=seed)
+        lap("training_data")
         final = _fit(data, bits, seed, on_progress, epochs=result.epochs)
+        lap("fit")
         metrics.update(data.facts, train_seconds=metrics["train_seconds"] + final.seconds, refit=True)
         metrics["match_radius"] = match_radius(final.model, data, seed=seed)
         metrics["learned_tags"] = data.tags
         model_id = library.install_model(final.model, metrics=metrics)
+        lap("install")
         fusion = rescaled(fusion, library, final.model, held_out, data.tags)
+        lap("fusion")
     metrics.update(
         model_id=model_id, held_out=len(held_out), fusion=fusion.to_dict(), tag_calibration=calibration.__dict__
     )
+    metrics["step_seconds"] = seconds
+    metrics["fingerprint"] = fingerprint
     library.set_model_metrics(model_id, metrics)
     return metrics
 
@@ -378,7 +453,7 @@ def _fit(data: TrainingData, bits: int, seed: int, on_progress, epochs: int | No
         data.texts,
         data.labels,
         config,
-        TrainConfig(seed=seed, min_steps=LIBRARY_MIN_STEPS),
+        library_train_config(len(data.images), seed),
         epochs=epochs,
         sides=sides,
         on_progress=on_progress,

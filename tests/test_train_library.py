@@ -38,6 +38,17 @@ def test_train_installs_a_model_codes_every_photo_and_rebuilds_the_index(tmp_pat
     # a reopened library finds the same model and index
     again = library_at(tmp_path / "home")
     assert again.hash_model()[0] == model_id and again.index.ntotal == 17
+    # nothing new: the model stays (training is deterministic, it would come out the same)
+    unchanged = train_library(again, bits=32)
+    assert unchanged["unchanged"] is True and again.hash_model()[0] == model_id
+    forced = train_library(again, bits=32, force=True)
+    assert forced["model_id"] != model_id and "unchanged" not in forced
+    _, retrained = again.hash_model()
+    assert np.array_equal(retrained.encode(vectors, "image"), codes)  # the same model, as promised
+    # a new tag, or other bits, is something new
+    again.store.set_tags(int(ids[0]), ["a brand new tag"], "user")
+    assert "unchanged" not in train_library(again, bits=32)
+    assert "unchanged" not in train_library(again, bits=16)
 
 
 def test_a_library_without_tags_trains_on_clip_stand_ins(tmp_path):

@@ -52,7 +52,10 @@ if st.button("Train", key="train"):
         st.error(str(e))
     else:
         bar.progress(1.0, text="done")
-        st.success(f"hash model {metrics['model_id']}: validation mAP {metrics['val_map'] or 0:.3f}")
+        if metrics.get("unchanged"):
+            st.info(f"hash model {metrics['model_id']} is up to date: nothing new since it was trained.")
+        else:
+            st.success(f"hash model {metrics['model_id']}: validation mAP {metrics['val_map'] or 0:.3f}")
 
 stats = library.stats()
 st.subheader("Figures")
