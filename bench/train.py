@@ -37,12 +37,12 @@ def run_train_bench(out: str | Path, *, encoder: str = "random", photos: int = 1
     home = out / "train_library"
     shutil.rmtree(home, ignore_errors=True)
     library = Library(Settings.resolve(home=home, encoder=encoder))
-    concepts = AlignedConcepts(tag_names(tags), dim=512, seed=0)
+    dim = library.encoder.dim  # the model loads outside the timings, as in a warm process
+    concepts = AlignedConcepts(tag_names(tags), dim=dim, seed=0)
     vectors, labels = concepts.photos(photos, seed=1)
     tagged = np.random.default_rng(2).random(photos) < 0.5
     log(f"library of {photos:,} photos, {int(tagged.sum()):,} tagged with {tags:,} distinct tags")
     fill_library(library, vectors, labels, tagged=tagged, names=concepts.names)
-    library.encoder  # noqa: B018 - the model loads outside the timings, as in a warm process
     distinct = len({t for ts in library.store.tags_by_image().values() for t in ts})
 
     start = time.perf_counter()

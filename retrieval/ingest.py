@@ -119,7 +119,7 @@ def read_sidecar(path: str | Path) -> dict[str, list[str]]:
     return entries
 
 
-def _decoded_stream(
+def decoded_stream(
     jobs: list[tuple[str, str | None]], *, workers: int, target: int, max_pixels: int, window: int
 ) -> Iterator[tuple[str, tuple[DecodedImage | None, str | None, str | None]]]:
     """Decode (path, content hash or None) jobs in worker processes, in order, with at most
@@ -245,7 +245,7 @@ def index_paths(
     summary.needs_model = current is None and bool(todo)
     workers = min(4, os.cpu_count() or 1) if workers is None else workers
     target = library.encoder.image_size if todo else 224
-    stream = _decoded_stream(
+    stream = decoded_stream(
         [(found[k][0], digests.get(k)) for k in todo],
         workers=workers,
         target=target,

@@ -92,12 +92,13 @@ class Library:
 
     def hash_model(self) -> tuple[int, SparseHash] | None:
         """(model id, model) of the newest hash model for this library's encoder, or None."""
-        row = self.store.current_model(self.encoder_name)
-        if row is None:
+        model_id = self.store.current_model_id(self.encoder_name)
+        if model_id is None:
             return None
-        if self._model is None or self._model[0] != row["id"]:
-            model, _ = model_from_bytes(row["weights"], origin=f"hash model {row['id']}")
-            self._model = (row["id"], model)
+        if self._model is None or self._model[0] != model_id:
+            row = self.store.model_row(model_id)
+            model, _ = model_from_bytes(row["weights"], origin=f"hash model {model_id}")
+            self._model = (model_id, model)
         return self._model
 
     @property

@@ -242,8 +242,11 @@ def _order(library, ids, vectors, modality, *, k, rerank, carried, weight, codes
     similarity to the query `codes` [c, bits/8]. The first k (all when k is None)."""
     model_id, model = library.hash_model()
     bits = model.config.bits
-    photo_codes = library.store.codes_of(model_id, ids)
-    distances = np.mean([hamming_to(c, photo_codes) for c in codes], 0)
+
+    def hamming(of: np.ndarray) -> np.ndarray:  # mean distance of photos `of` to the query codes
+        photo_codes = library.store.codes_of(model_id, of)
+        return np.mean([hamming_to(c, photo_codes) for c in codes], 0)
+
     if rerank:
         fusion = fusion_of(library)
         spreads = (
@@ -261,8 +264,13 @@ def _order(library, ids, vectors, modality, *, k, rerank, carried, weight, codes
             cosine_spread=spreads[1],
         )
     else:
-        scores = 1.0 - distances / bits
+        scores = 1.0 - hamming(ids) / bits
     tagged = np.isin(ids, np.fromiter(carried, np.int64, len(carried)))
     order = np.lexsort((-scores, ~tagged))[:k]
+    if not len(order):
+        return []
     paths = library.store.paths_of(ids[order])
-    return [SearchResult(p, float(scores[j]), int(round(distances[j])), bool(tagged[j])) for p, j in zip(paths, order)]
+    distances = hamming(ids[order])  # the shown ones only: the re-rank needs no codes
+    return [
+        SearchResult(p, float(scores[j]), int(round(d)), bool(tagged[j])) for p, j, d in zip(paths, order, distances)
+    ]

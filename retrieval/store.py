@@ -326,6 +326,14 @@ class Store:
         rows = self._by_ids("select id, path from images where id in ({ids})", [], ids)
         return [rows[i] for i in ids]
 
+    def current_model_id(self, encoder: str) -> int | None:
+        """The newest hash model's id, without reading its weights and metrics (every query asks)."""
+        row = self.db.execute("select max(id) from hash_models where encoder = ?", [encoder]).fetchone()
+        return row[0] if row else None
+
+    def model_row(self, model_id: int) -> dict:
+        return next(self.db["hash_models"].rows_where("id = ?", [model_id]))
+
     def current_model(self, encoder: str) -> dict | None:
         rows = list(self.db["hash_models"].rows_where("encoder = ?", [encoder], order_by="id desc", limit=1))
         return rows[0] if rows else None

@@ -161,3 +161,36 @@ def test_tuning_fits_the_anchor_map_without_the_validation_items(tmp_path, monke
     value, params, _ = bench.tune("float_cca", train, 16, None, lambda msg: None)
     assert fitted_on == [160]  # the 80% fit part of the 200 training items, never all 200
     assert 0 < value <= 1 and params
+
+
+def test_bench_index_reports_both_stages_and_the_run_at_toy_size(tmp_path):
+    result = CliRunner().invoke(
+        main,
+        ["--encoder", "fake", "bench", "index", "--out", str(tmp_path), "--photos", "3", "--rerun-photos", "10"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    t = json.loads((tmp_path / "index_bench.json").read_text())["throughput"]
+    assert t["photos"] == 3 and t["precision"] == "fp32"
+    for key in ("encoder_photos_per_s", "decode_photos_per_s", "index_photos_per_s"):
+        assert t[key] > 0
+    assert t["ratio_to_slower_stage"] == pytest.approx(
+        t["index_photos_per_s"] / min(t["encoder_photos_per_s"], t["decode_photos_per_s"])
+    )
+    assert "encoder_bf16_photos_per_s" not in t  # the fake encoder has no precisions to compare
+    assert "decode alone" in (tmp_path / "index_bench.md").read_text()
+
+
+def test_bench_train_times_a_train_a_kept_model_and_a_forced_retrain(tmp_path):
+    result = CliRunner().invoke(
+        main,
+        ["--encoder", "fake", "bench", "train", "--out", str(tmp_path), "--photos", "30", "--tags", "6"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    r = json.loads((tmp_path / "train_bench.json").read_text())
+    assert r["photos"] == 30 and 2 <= r["tags"] <= 6
+    assert r["seconds"] > 0 and r["forced_retrain_seconds"] > 0
+    assert r["retrain_kept_model"] is True and r["retrain_seconds"] < r["seconds"]
+    assert r["same_model_when_forced"] is True  # training is deterministic: keeping the model loses nothing
+    assert {"training_data", "fit", "calibration"} <= set(r["step_seconds"])
