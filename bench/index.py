@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from bench.synthetic import make_photo_folder
-from retrieval.config import Settings
 from models.clip import cpu_has_bf16, make_encoder
+from retrieval.config import Settings
 from retrieval.imageio import decode_image
 from retrieval.ingest import decoded_stream, index_paths
 from retrieval.library import Library
@@ -179,8 +179,8 @@ def run_index_bench(
         else ""
     )
     tables = (
-        precision + f"| encoder alone ({t['precision']}) | decode alone ({t['decode_workers']} processes) | hashlens index"
-        " | of the encoder | of the slower stage |\n|---|---|---|---|---|\n"
+        precision + f"| encoder alone ({t['precision']}) | decode alone ({t['decode_workers']} processes) |"
+        " hashlens index | of the encoder | of the slower stage |\n|---|---|---|---|---|\n"
         f"| {t['encoder_photos_per_s']:.2f} photos/s | {t['decode_photos_per_s']:.2f} photos/s |"
         f" {t['index_photos_per_s']:.2f} photos/s | {t['ratio']:.1%} | {t['ratio_to_slower_stage']:.1%} |\n"
         "\n"

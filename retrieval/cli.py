@@ -107,6 +107,10 @@ def index_command(ctx, paths, tags_file, workers, max_megapixels, as_json) -> No
             click.echo(f"  failed: {f['path']}: {f['reason']}", err=True)
         if len(summary.failures) > 20:
             click.echo(f"  ... and {len(summary.failures) - 20} more (hashlens stats lists them all)", err=True)
+        for f in summary.passed_over[:5]:
+            click.echo(f"  passed over: {f['path']}: {f['reason']}", err=True)
+        if len(summary.passed_over) > 5:
+            click.echo(f"  ... and {len(summary.passed_over) - 5} more passed over (hashlens stats)", err=True)
     if summary.tags_unmatched:
         click.echo(
             f"tags file: {len(summary.tags_unmatched)} of its paths are no photo in the library, e.g. "
@@ -288,6 +292,10 @@ def stats_command(ctx, as_json) -> None:
     click.echo(f"failed: {len(stats['failed'])}")
     for f in stats["failed"]:
         click.echo(f"  {f['path']}: {f['reason']}")
+    if stats["skipped_special"]:
+        click.echo(f"passed over (named like photos, but none): {len(stats['skipped_special'])}")
+        for f in stats["skipped_special"]:
+            click.echo(f"  {f['path']}: {f['reason']}")
 
 
 @main.group()

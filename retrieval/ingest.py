@@ -12,6 +12,7 @@ import csv
 import json
 import multiprocessing
 import os
+import stat
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -45,6 +46,7 @@ class IngestSummary:
     failures: list[dict] = field(default_factory=list)  # {"path", "reason"} of this run
     needs_model: bool = False  # photos were embedded but there is no hash model to code them
     tags_unmatched: list[str] = field(default_factory=list)  # tags-file paths that are no library photo
+    passed_over: list[dict] = field(default_factory=list)  # {"path", "reason"}: named like photos, none
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,34 +61,60 @@ def path_key(path: str) -> str:
         return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def scan(roots: list[Path]) -> tuple[dict[str, tuple[str, int, float]], dict[str, str]]:
-    """Photos under `roots`: ({key: (real path, size, mtime)}, {key: problem})."""
+def special_kind(mode: int) -> str | None:
+    """What a file that is no regular file is ("a named pipe (FIFO)", …), from its stat mode."""
+    kinds = (
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISDIR, "a folder"),
+    )
+    return next((f"{what} named like a photo, not a photo file" for test, what in kinds if test(mode)), None)
+
+
+@dataclass
+class Scan:
+    found: dict[str, tuple[str, int, float]]  # key -> (real path, size, mtime) of each photo file
+    problems: dict[str, str]  # key -> why it cannot be read (recorded as failed photos)
+    passed_over: dict[str, str]  # key -> why it is no photo though named like one (never opened)
+
+
+def scan(roots: list[Path]) -> Scan:
+    """Photos under `roots`, found by name and stat alone: nothing is opened here, so a FIFO
+    named like a photo cannot make the scan wait forever."""
     found: dict[str, tuple[str, int, float]] = {}
     problems: dict[str, str] = {}
+    passed_over: dict[str, str] = {}
 
     def consider(path: str) -> None:
         if Path(path).suffix.lower() not in EXTENSIONS:
             return
         try:
-            st = os.stat(path)
+            st = os.stat(path)  # follows links: a link to /dev/urandom is a character device
         except OSError as e:
             problems[path_key(path)] = "symbolic link loop" if e.errno == 40 else f"cannot read: {e.strerror}"
             return
-        if os.path.isfile(path):
+        if stat.S_ISREG(st.st_mode):
             found[path_key(path)] = (path, st.st_size, st.st_mtime)
+        else:
+            passed_over[path_key(path)] = special_kind(st.st_mode) or "not a regular file"
 
     def walk_error(e: OSError) -> None:
         problems[path_key(e.filename)] = f"cannot read folder: {e.strerror}"
 
     for root in roots:
-        if root.is_file():
+        if not root.is_dir():
             consider(str(root))
             continue
         for folder, dirs, files in os.walk(root, onerror=walk_error, followlinks=False):
             dirs.sort()
+            for name in dirs:  # looked into all the same: its photos are indexed
+                if Path(name).suffix.lower() in EXTENSIONS:
+                    passed_over[path_key(os.path.join(folder, name))] = special_kind(stat.S_IFDIR)
             for name in sorted(files):
                 consider(os.path.join(folder, name))
-    return found, problems
+    return Scan(found, problems, passed_over)
 
 
 def read_sidecar(path: str | Path) -> dict[str, list[str]]:
@@ -200,7 +228,11 @@ def index_paths(
     store, summary = library.store, IngestSummary()
     run_id = store.start_run([str(r) for r in roots])
 
-    found, problems = scan(roots)
+    scanned = scan(roots)
+    found, problems = scanned.found, scanned.problems
+    summary.passed_over = [{"path": k, "reason": r} for k, r in scanned.passed_over.items()]
+    with store.transaction():
+        store.set_passed_over([str(r) for r in roots], scanned.passed_over)
     known = store.images_under(str(r) for r in roots)
     embedded = store.embedded_ids(library.encoder_name)  # a photo unchanged since another encoder is redone
     todo = [

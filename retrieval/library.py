@@ -220,6 +220,7 @@ class Library:
             "photos": photos,
             "formats": dict(formats),
             "failed": store.failures(),
+            "skipped_special": store.passed_over(),  # FIFOs, sockets, devices, folders named like photos
             "tags": store.count_tags(),
             "encoder": self.encoder_name,
             "demo_encoder": self.is_demo,

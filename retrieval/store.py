@@ -111,7 +111,13 @@ def m003_create_tag_cache(db: sqlite_utils.Database) -> None:
     db["tag_codes"].create({"tag": str, "model_id": int, "code": bytes}, pk=("tag", "model_id"))
 
 
-MIGRATIONS = [m001_create_tables, m002_create_meta, m003_create_tag_cache]
+def m004_create_passed_over(db: sqlite_utils.Database) -> None:
+    # Entries named like photos that are none (FIFOs, sockets, devices, folders): what the last
+    # scan of their folder passed over without opening them, with the reason.
+    db["passed_over"].create({"path": str, "reason": str, "seen_at": float}, pk="path")
+
+
+MIGRATIONS = [m001_create_tables, m002_create_meta, m003_create_tag_cache, m004_create_passed_over]
 
 
 def _chunks(ids: list[int], size: int = 10_000):
@@ -212,6 +218,19 @@ class Store:
 
     def count_images(self, status: str = "ok") -> int:
         return self.db["images"].count_where("status = ?", [status])
+
+    def set_passed_over(self, roots: Iterable[str], entries: dict[str, str]) -> None:
+        """Replace what was passed over under `roots` with `entries` {path: reason}."""
+        for root in roots:
+            prefix = root.rstrip("/") + "/"
+            self.db["passed_over"].delete_where("path = ? or substr(path, 1, ?) = ?", [root, len(prefix), prefix])
+        now = time.time()
+        self.db["passed_over"].insert_all(
+            ({"path": p, "reason": r, "seen_at": now} for p, r in entries.items()), replace=True
+        )
+
+    def passed_over(self) -> list[dict]:
+        return [{"path": r["path"], "reason": r["reason"]} for r in self.db["passed_over"].rows_where(order_by="path")]
 
     def failures(self) -> list[dict]:
         return [{"path": r["path"], "reason": r["error"]} for r in self.db["images"].rows_where("status = 'failed'")]

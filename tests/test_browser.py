@@ -28,6 +28,11 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
 ]
 
+# every image of the page loaded and decoded, not just its <img> element present
+ALL_IMAGES_DRAWN = (
+    "[...document.querySelectorAll('[data-testid=\"stImage\"] img')].every(i => i.complete && i.naturalWidth > 0)"
+)
+
 
 def chromium_path() -> str:
     found = shutil.which("chromium")
@@ -107,6 +112,12 @@ def test_search_and_annotate_in_chromium(running_app, tmp_path):
         page.wait_for_function("document.querySelectorAll('[data-testid=\"stImage\"] img').length >= 12")
         assert grid.count() >= 12
         page.get_by_text("Hamming").first.wait_for()
+        # every thumbnail drawn, not just its <img> in the page: the screenshot shows photos
+        page.wait_for_function(ALL_IMAGES_DRAWN, timeout=60_000)
+        loaded = page.evaluate(
+            "[...document.querySelectorAll('[data-testid=\"stImage\"] img')].filter(i => i.naturalWidth > 0).length"
+        )
+        assert loaded == grid.count() >= 12
         page.screenshot(path=str(OUTPUT / "search.png"), full_page=True)
 
         # Annotate: upload a photo, see suggested tags with scores.
@@ -116,6 +127,7 @@ def test_search_and_annotate_in_chromium(running_app, tmp_path):
         suggestions = page.locator('[data-testid="stCheckbox"]')
         suggestions.nth(9).wait_for()
         assert suggestions.count() == 10 and "·" in suggestions.first.inner_text()
+        page.wait_for_function(ALL_IMAGES_DRAWN)
         page.screenshot(path=str(OUTPUT / "annotate.png"), full_page=True)
 
         for name in ("Library", "Evaluation"):

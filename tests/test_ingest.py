@@ -293,3 +293,39 @@ def test_a_decoder_worker_killed_mid_run_loses_nothing(tmp_path):
     assert killed, "no worker was running to kill"
     assert summary.added == 40 and summary.failed == 0
     assert library.store.count_images("ok") == 40
+
+
+def test_special_files_named_like_photos_are_passed_over_unopened_and_reported(tmp_path):
+    import socket
+
+    from click.testing import CliRunner
+
+    from retrieval.cli import main
+
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    synthetic_photo(1, (320, 240)).save(folder / "good.jpg")
+    os.mkfifo(folder / "pipe.jpg")  # opening it would wait forever for a writer
+    os.symlink("/dev/urandom", folder / "noise.jpg")  # reading it would never end
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(folder / "sock.png"))
+    album = folder / "album.jpg"  # a folder named like a photo: its photos count, it does not
+    album.mkdir()
+    synthetic_photo(2, (320, 240)).save(album / "inside.jpg")
+    library = open_library(tmp_path / "home")
+    try:
+        summary = index_paths(library, [folder], workers=0, progress=False)
+    finally:
+        server.close()
+    assert summary.added == 2 and summary.failed == 0
+    reasons = {Path(e["path"]).name: e["reason"] for e in summary.passed_over}
+    assert set(reasons) == {"pipe.jpg", "noise.jpg", "sock.png", "album.jpg"}
+    assert "named pipe" in reasons["pipe.jpg"] and "character device" in reasons["noise.jpg"]
+    assert "socket" in reasons["sock.png"] and "folder" in reasons["album.jpg"]
+    stats = json.loads(
+        CliRunner().invoke(main, ["--home", str(tmp_path / "home"), "stats", "--json"], catch_exceptions=False).stdout
+    )
+    assert {Path(e["path"]).name for e in stats["skipped_special"]} == set(reasons)
+    (folder / "pipe.jpg").unlink()  # gone on the next run, gone from the report
+    index_paths(library, [folder], workers=0, progress=False)
+    assert {Path(e["path"]).name for e in library.stats()["skipped_special"]} == {"noise.jpg", "sock.png", "album.jpg"}
