@@ -18,12 +18,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 test: $(STAMP)
 	$(BIN)/ruff check retrieval models ui tests bench
 	$(BIN)/ruff format --check retrieval models ui tests bench
-	$(BIN)/python -m pytest -q --durations=5
+	$(BIN)/python -m pytest -q --durations=15
 
 bench: $(STAMP)
 	$(BIN)/hashlens bench wiki --out $(OUT)/wiki
 	$(BIN)/hashlens --encoder random bench index --out $(OUT)/index
 	$(BIN)/hashlens bench search --out $(OUT)/search
+	$(BIN)/hashlens --encoder random bench train --out $(OUT)/train
 	$(BIN)/hashlens bench clip --out $(OUT)/clip
 
 app: $(STAMP)

@@ -204,6 +204,19 @@ def search_command(ctx, query, k, radius, rerank, as_json, free_text, shortlist)
         results = search(library, query, k=k, radius=radius, rerank=rerank, free_text=free_text, shortlist=shortlist)
     except user_errors() as e:
         raise click.ClickException(str(e)) from e
+    if radius is not None and not as_json:
+        from retrieval.search import radius_precision
+
+        estimate = radius_precision(library, radius)
+        click.echo(
+            f"radius {radius}: "
+            + (
+                f"about {estimate:.0%} of the photos found (not tagged) are right, as measured at training"
+                if estimate is not None
+                else "no precision measured for it (train with 50 or more tagged photos)"
+            ),
+            err=True,
+        )
     print_results(results, as_json)
 
 

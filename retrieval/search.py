@@ -80,9 +80,33 @@ class SearchResult:
     score: float  # ranking score, higher is better (fused, see retrieval/ranking.py), else 1 − hamming/bits
     hamming: int  # Hamming distance between the query code and the photo code
     tagged: bool = False  # the photo carries the query's tags (all of them): such photos come first
+    # radius searches: the share of photos found within the radius that are right, measured at
+    # training on held-out tagged photos (1.0 for a photo carrying the tags); None when unknown
+    estimated_precision: float | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if out["estimated_precision"] is None:
+            del out["estimated_precision"]
+        return out
+
+
+def radius_precision(library: Library, radius: int) -> float | None:
+    """The precision of photos found within `radius` of a learned tag's code, as measured at
+    training (retrieval/train.py, radius_precision_table); None without a measurement."""
+    table = (library.model_metrics().get("radius_precision") or {}).get("table") or []
+    known = [row for row in table if row["precision"] is not None]
+    if not known:
+        return None
+    row = min(known, key=lambda r: abs(r["radius"] - radius))  # beyond the table: its last radius
+    return float(row["precision"])
+
+
+def likely_right_radius(library: Library, least: float = 0.8) -> int | None:
+    """The largest radius whose photos were right at least `least` of the time at training."""
+    table = (library.model_metrics().get("radius_precision") or {}).get("table") or []
+    good = [row["radius"] for row in table if row["precision"] is not None and row["precision"] >= least]
+    return max(good) if good else None
 
 
 def search(
@@ -110,9 +134,14 @@ def search(
         return boolean_search(library, parsed, k=k, radius=radius, rerank=rerank)
     vectors, weight = query_vectors(library, parsed.tags, parsed.text)
     carried = carrying_all(library, parsed.tags)
-    return _rank(
+    results = _rank(
         library, vectors, "text", k=k, radius=radius, rerank=rerank, shortlist=shortlist, carried=carried, weight=weight
     )
+    if radius is not None:
+        estimate = radius_precision(library, radius)
+        for r in results:
+            r.estimated_precision = 1.0 if r.tagged else estimate
+    return results
 
 
 def query_vectors(library: Library, tags: list[str], text: str) -> tuple[np.ndarray, float | None]:

@@ -332,6 +332,32 @@ def _similarities(library, model: SparseHash, photo_ids: list[int], tags: list[s
     return text, image
 
 
+def radius_precision_table(library, model: SparseHash, held_out: list[int], truth: dict[int, set[str]], tags):
+    """For each Hamming radius, the share of held-out photos within it of a learned tag's code
+    that carry the tag (pooled over the tags), and the share of carriers it reaches: what a
+    radius search finds among photos like the untagged ones. None where no photo is that near."""
+    if len(held_out) < MIN_HELD_OUT or not tags:
+        return None
+    from retrieval.vocabulary import TagVocabulary
+
+    photos = model.encode(library.store.embeddings_of(library.encoder_name, held_out), "image")
+    distances = hamming_distances(model.encode(TagVocabulary(library).vectors(tags), "text"), photos)
+    carries = np.array([[t in truth[i] for i in held_out] for t in tags])  # [tags, held-out]
+    table = []
+    for radius in range(model.config.bits // 4 + 1):
+        within = distances <= radius
+        found, right = int(within.sum()), int((within & carries).sum())
+        table.append(
+            {
+                "radius": radius,
+                "precision": right / found if found else None,
+                "recall": right / max(1, int(carries.sum())),
+                "found": found,
+            }
+        )
+    return {"photos": len(held_out), "tags": len(tags), "table": table}
+
+
 def rescaled(fusion: Fusion, library, model: SparseHash, photo_ids: list[int], tags: list[str]) -> Fusion:
     """The fusion's spreads measured again for another model (the refit one), its weights kept."""
     if not fusion.fitted:
@@ -357,7 +383,7 @@ def library_train_config(items: int, seed: int) -> TrainConfig:
     return config
 
 
-TRAINING_VERSION = 2  # part of the inputs' fingerprint: a change to how libraries train makes old models stale
+TRAINING_VERSION = 3  # part of the inputs' fingerprint: a change to how libraries train makes old models stale
 
 
 def training_fingerprint(library, bits: int, seed: int) -> str:
@@ -422,6 +448,7 @@ def train_library(library, *, bits: int = 64, seed: int = 0, force: bool = False
     lap("fusion")
     calibration = fit_calibration(library, held_out, truth)
     lap("calibration")
+    by_radius = radius_precision_table(library, result.model, held_out, truth, data.tags)
     if held_out:  # train again on every tag, as long as the first run
         data = library_training_data(library, seed=seed)
         lap("training_data")
@@ -437,6 +464,7 @@ def train_library(library, *, bits: int = 64, seed: int = 0, force: bool = False
     metrics.update(
         model_id=model_id, held_out=len(held_out), fusion=fusion.to_dict(), tag_calibration=calibration.__dict__
     )
+    metrics["radius_precision"] = by_radius  # of the model trained with the held-out tags hidden
     metrics["step_seconds"] = seconds
     metrics["fingerprint"] = fingerprint
     library.set_model_metrics(model_id, metrics)

@@ -129,6 +129,23 @@ def test_calibration_is_fitted_on_held_out_photos():
     busy = [row for row in table if row["suggestions"] >= 50]
     assert busy and all(abs(row["right"] - row["mean_score"]) < 0.15 for row in busy), table
     assert calibration.precision_at_5 > 0.2
+    # precision by radius, measured on the same held-out photos: found photos carry the tag that often
+    by_radius = metrics["radius_precision"]
+    assert by_radius["photos"] == 80 and [r["radius"] for r in by_radius["table"]] == list(range(9))
+    recalls = [r["recall"] for r in by_radius["table"]]
+    assert recalls == sorted(recalls) and recalls[-1] > 0.5  # a wider ball reaches more carriers
+    measured = [r for r in by_radius["table"] if r["precision"] is not None]
+    assert measured and all(0 <= r["precision"] <= 1 for r in measured)
+    from retrieval.search import likely_right_radius, radius_precision, search
+
+    assert radius_precision(library, measured[0]["radius"]) == measured[0]["precision"]
+    likely = likely_right_radius(library, 0.8)
+    assert likely is None or next(r for r in measured if r["radius"] == likely)["precision"] >= 0.8
+    tag = metrics["learned_tags"][0]
+    found = search(library, tag, radius=2)
+    assert found and all(r.estimated_precision == (1.0 if r.tagged else radius_precision(library, 2)) for r in found)
+    assert "estimated_precision" in found[0].to_dict()
+    assert "estimated_precision" not in search(library, tag, k=3)[0].to_dict()  # top k: no radius to speak for
 
 
 def test_calibration_table_and_precision_by_hand():

@@ -6,11 +6,12 @@ import streamlit as st
 
 from retrieval.annotate import suggest_tags
 from retrieval.cli import user_errors
-from retrieval.search import search, similar
+from retrieval.search import likely_right_radius, radius_precision, search, similar
 from retrieval.vocabulary import TagVocabulary
 from ui.common import open_library, photo_grid, show_photo
 
 library = open_library()
+LIKELY_RIGHT = 0.8  # "likely right": photos found at a radius whose precision was at least this
 
 
 @st.cache_data(ttl=60)
@@ -33,6 +34,20 @@ if mode == "top k":
     k, radius = middle.slider("How many", 1, 48, 12), None
 else:
     k, radius = 48, middle.slider("Hamming radius", 0, 16, 2)
+    likely = likely_right_radius(library, LIKELY_RIGHT)
+    if middle.checkbox(
+        f"only results that are likely right (≥ {LIKELY_RIGHT:.0%})",
+        key="likely",
+        disabled=likely is None,
+        help="The largest radius whose photos were right that often at training, on held-out tagged photos",
+    ):
+        radius = likely
+    estimate = radius_precision(library, radius)
+    middle.caption(
+        f"radius {radius}: about {estimate:.0%} of the photos found are right (measured at training)"
+        if estimate is not None
+        else "no precision measured for this model (it needs 50 or more tagged photos)"
+    )
 rerank = right.checkbox(
     "Re-rank (learned + CLIP)", value=True, help="Off: the pure hashing result, by Hamming distance"
 )
