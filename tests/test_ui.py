@@ -1,4 +1,5 @@
 import io
+import shutil
 from pathlib import Path
 
 import pytest
@@ -24,9 +25,21 @@ def app_home(tmp_path, monkeypatch):
     return tmp_path / "home"
 
 
+@pytest.fixture(scope="session")
+def prepared_home(tmp_path_factory):
+    """One library prepared as `make app` does (sample_data indexed, a model trained), once:
+    each test gets a copy of its folder, as preparing takes 15 s."""
+    home = tmp_path_factory.mktemp("prepared") / "home"
+    library = prepare(Settings.resolve(home=home, encoder="fake"))
+    assert library.store.count_images("ok") == 17 and library.hash_model() is not None
+    library.store.db.close()
+    return home
+
+
 @pytest.fixture
-def sample_app(app_home):
-    library = prepare(Settings.resolve(encoder="fake"))  # sample_data indexed and a model trained
+def sample_app(app_home, prepared_home):
+    shutil.copytree(prepared_home, app_home)
+    library = prepare(Settings.resolve(encoder="fake"))  # finds the copy ready: nothing to do
     assert library.store.count_images("ok") == 17 and library.hash_model() is not None
     return library
 
