@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(BIN)/hashlens --encoder random bench index --out $(OUT)/index
 	$(BIN)/hashlens bench search --out $(OUT)/search
 	$(BIN)/hashlens --encoder random bench train --out $(OUT)/train
+	$(BIN)/hashlens --encoder random bench duplicates --out $(OUT)/duplicates
 	$(BIN)/hashlens bench clip --out $(OUT)/clip
 
 app: $(STAMP)

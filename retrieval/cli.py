@@ -247,6 +247,34 @@ def similar_command(ctx, photo, k, radius, rerank, as_json) -> None:
     print_results(results, as_json)
 
 
+@main.command("duplicates")
+@click.option("--radius", default=2, show_default=True, type=click.IntRange(0), help="Hamming radius of candidates.")
+@click.option(
+    "--min-cosine", default=0.95, show_default=True, type=click.FloatRange(-1, 1), help="CLIP cosine that confirms."
+)
+@click.option("--json", "as_json", is_flag=True, help='Print a JSON list of {"keeper", "photos"}, largest first.')
+@click.pass_context
+def duplicates_command(ctx, radius, min_cosine, as_json) -> None:
+    """Groups of near-identical photos (copies, re-encodes, resizes, bursts), each with a suggested keeper."""
+    from retrieval.duplicates import find_duplicates
+
+    library = open_library(ctx)
+    warn_demo(library)
+    try:
+        groups = find_duplicates(library, radius=radius, min_cosine=min_cosine)
+    except user_errors() as e:
+        raise click.ClickException(str(e)) from e
+    if as_json:
+        click.echo(json.dumps([g.to_dict() for g in groups], indent=1))
+        return
+    if not groups:
+        click.echo("no near-identical photos", err=True)
+    for g in groups:
+        click.echo(f"{len(g.photos)} photos, keep {g.keeper}")
+        for p in g.photos[1:]:
+            click.echo(f"    {p}")
+
+
 @main.command("tag")
 @click.argument("photo", type=click.Path())
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(1), help="How many suggestions.")
@@ -365,6 +393,19 @@ def bench_index(ctx, out_dir, photos, rerun_photos, repeats) -> None:
         run_index_bench(
             out_dir, encoder=ctx.obj["encoder"] or "random", photos=photos, rerun_photos=rerun_photos, repeats=repeats
         )
+    except user_errors() as e:
+        raise click.ClickException(str(e)) from e
+
+
+@bench.command("duplicates")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.pass_context
+def bench_duplicates(ctx, out_dir) -> None:
+    """Groups found by `hashlens duplicates` on copies of the sample photos (default encoder: random)."""
+    from bench.duplicates import run_duplicates_bench
+
+    try:
+        run_duplicates_bench(out_dir, encoder=ctx.obj["encoder"] or "random")
     except user_errors() as e:
         raise click.ClickException(str(e)) from e
 

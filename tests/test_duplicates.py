@@ -1,0 +1,58 @@
+import json
+import os
+
+import numpy as np
+from click.testing import CliRunner
+
+from bench.duplicates import pair_scores
+from bench.synthetic import synthetic_photo, write_photo
+from retrieval.cli import main
+from retrieval.duplicates import find_duplicates
+from retrieval.ingest import index_paths
+from tests.test_ingest import open_library, random_model
+
+
+def test_copies_are_grouped_with_the_largest_oldest_one_kept(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    original = synthetic_photo(1, (640, 480))
+    write_photo(photos / "a_original.jpg", original, taken="2020:01:01 10:00:00")
+    write_photo(photos / "b_newer_copy.jpg", original, taken="2024:01:01 10:00:00")  # same size, newer
+    original.resize((320, 240)).save(photos / "c_small.png")
+    for seed in range(2, 8):  # different pictures
+        synthetic_photo(seed, (640, 480)).save(photos / f"other_{seed}.png")
+    library = open_library(tmp_path / "home")
+    index_paths(library, [photos], workers=0, progress=False)
+    library.install_model(random_model())
+    ids, vectors = library.embeddings()
+    cosine = vectors @ vectors.T
+    copies = [library.store.image_by_path(str(photos / n))["id"] for n in ("a_original.jpg", "c_small.png")]
+    rows = [int(np.flatnonzero(ids == i)[0]) for i in copies]
+    assert cosine[rows[0], rows[1]] > 0.99  # what confirms the pair
+
+    groups = find_duplicates(library, radius=64, min_cosine=0.99)  # every pair a candidate: cosine decides
+    assert len(groups) == 1
+    group = groups[0]
+    assert sorted(os.path.basename(p) for p in group.photos) == ["a_original.jpg", "b_newer_copy.jpg", "c_small.png"]
+    assert os.path.basename(group.keeper) == "a_original.jpg" == os.path.basename(group.photos[0])
+    assert find_duplicates(library, radius=64, min_cosine=1.01) == []  # nothing is that close
+
+    out = CliRunner().invoke(
+        main,
+        ["--home", str(tmp_path / "home"), "duplicates", "--radius", "64", "--min-cosine", "0.99", "--json"],
+        catch_exceptions=False,
+    )
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout) == [group.to_dict()]
+
+
+def test_duplicates_of_an_empty_library_is_one_clear_error(tmp_path):
+    out = CliRunner().invoke(main, ["--home", str(tmp_path / "home"), "--encoder", "fake", "duplicates"])
+    assert out.exit_code != 0 and "index a folder first" in out.output and "Traceback" not in out.output
+
+
+def test_pair_scores_by_hand():
+    truth = [["a", "b", "c"], ["d", "e"]]
+    assert pair_scores(truth, truth) == (1.0, 1.0)
+    precision, recall = pair_scores([["a", "b"], ["c", "d"]], truth)  # pairs ab (right) and cd (wrong)
+    assert (precision, recall) == (0.5, 0.25)
