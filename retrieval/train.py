@@ -417,8 +417,9 @@ def train_library(library, *, bits: int = 64, seed: int = 0, force: bool = False
     current = library.hash_model()
     if current is not None and not force:
         metrics = library.model_metrics()
-        if metrics.get("fingerprint") == fingerprint:
-            return dict(metrics, unchanged=True)
+        coded = library.store.db.execute("select count(*) from codes where model_id = ?", [current[0]]).fetchone()[0]
+        if metrics.get("fingerprint") == fingerprint and coded == len(library.store.embedded_ids(library.encoder_name)):
+            return dict(metrics, unchanged=True)  # and every photo still has its code
     seconds: dict[str, float] = {}  # where the time goes, by step (the model's metrics show it)
     clock = time.perf_counter()
 

@@ -111,9 +111,9 @@ def test_tag_command_json_accept_and_errors(tmp_path):
     assert unknown.exit_code != 0 and "unknown tag 'zzqxj'" in unknown.output
 
 
-def test_calibration_is_fitted_on_held_out_photos():
+def test_calibration_is_fitted_on_held_out_photos(tmp_path):
     concepts = AlignedConcepts(shipped_vocabulary()[:40], dim=64, seed=1, image_noise=0.6)
-    library = Library(Settings.resolve(home=None, encoder="fake"), encoder=AlignedEncoder(concepts))
+    library = Library(Settings.resolve(home=tmp_path / "home", encoder="fake"), encoder=AlignedEncoder(concepts))
     vectors, labels = concepts.photos(600, seed=2)
     fill_library(library, vectors, labels, tagged=np.arange(600) < 400)
     metrics = train_library(library, bits=32)
