@@ -42,10 +42,10 @@ def find_duplicates(library: Library, *, radius: int = RADIUS, min_cosine: float
     from retrieval.search import require_searchable
 
     require_searchable(library)
-    model_id, _ = library.hash_model()
     ids, vectors = library.embeddings()
     row_of = {int(i): r for r, i in enumerate(ids)}
-    code_ids, codes = library.store.codes(model_id)
+    index = library.index  # its codes are the stored ones (checked when it opens): not read again
+    code_ids, codes = index.ids(), index.codes()
     parent = list(range(len(ids)))
 
     def root(r: int) -> int:
@@ -54,7 +54,6 @@ def find_duplicates(library: Library, *, radius: int = RADIUS, min_cosine: float
             r = parent[r]
         return r
 
-    index = library.index
     for image_id, code in zip(code_ids.tolist(), codes):
         if image_id not in row_of:
             continue

@@ -91,11 +91,16 @@ class SearchResult:
         return out
 
 
+def _measured_radii(library: Library) -> list[dict]:
+    """Rows {radius, precision, …} of the model's precision-by-radius table that were measured."""
+    table = (library.model_metrics().get("radius_precision") or {}).get("table") or []
+    return [row for row in table if row["precision"] is not None]
+
+
 def radius_precision(library: Library, radius: int) -> float | None:
     """The precision of photos found within `radius` of a learned tag's code, as measured at
     training (retrieval/train.py, radius_precision_table); None without a measurement."""
-    table = (library.model_metrics().get("radius_precision") or {}).get("table") or []
-    known = [row for row in table if row["precision"] is not None]
+    known = _measured_radii(library)
     if not known:
         return None
     row = min(known, key=lambda r: abs(r["radius"] - radius))  # beyond the table: its last radius
@@ -104,8 +109,7 @@ def radius_precision(library: Library, radius: int) -> float | None:
 
 def likely_right_radius(library: Library, least: float = 0.8) -> int | None:
     """The largest radius whose photos were right at least `least` of the time at training."""
-    table = (library.model_metrics().get("radius_precision") or {}).get("table") or []
-    good = [row["radius"] for row in table if row["precision"] is not None and row["precision"] >= least]
+    good = [row["radius"] for row in _measured_radii(library) if row["precision"] >= least]
     return max(good) if good else None
 
 
@@ -293,13 +297,15 @@ def _order(library, ids, vectors, modality, *, k, rerank, carried, weight, codes
             cosine_spread=spreads[1],
         )
     else:
-        scores = 1.0 - hamming(ids) / bits
+        distances = hamming(ids)
+        scores = 1.0 - distances / bits
     tagged = np.isin(ids, np.fromiter(carried, np.int64, len(carried)))
     order = np.lexsort((-scores, ~tagged))[:k]
     if not len(order):
         return []
     paths = library.store.paths_of(ids[order])
-    distances = hamming(ids[order])  # the shown ones only: the re-rank needs no codes
+    # the re-rank needs no codes: only the shown photos' distances are read
+    distances = hamming(ids[order]) if rerank else distances[order]
     return [
         SearchResult(p, float(scores[j]), int(round(d)), bool(tagged[j])) for p, j, d in zip(paths, order, distances)
     ]

@@ -163,14 +163,17 @@ def test_tuning_fits_the_anchor_map_without_the_validation_items(tmp_path, monke
     assert 0 < value <= 1 and params
 
 
-def test_bench_index_reports_both_stages_and_the_run_at_toy_size(tmp_path):
+def run_fake_bench(name: str, out, *options: str) -> dict:
+    """`hashlens --encoder fake bench NAME --out OUT OPTIONS…`; its JSON, after a clean exit."""
     result = CliRunner().invoke(
-        main,
-        ["--encoder", "fake", "bench", "index", "--out", str(tmp_path), "--photos", "3", "--rerun-photos", "10"],
-        catch_exceptions=False,
+        main, ["--encoder", "fake", "bench", name, "--out", str(out), *options], catch_exceptions=False
     )
     assert result.exit_code == 0, result.output
-    t = json.loads((tmp_path / "index_bench.json").read_text())["throughput"]
+    return json.loads((out / f"{name}_bench.json").read_text())
+
+
+def test_bench_index_reports_both_stages_and_the_run_at_toy_size(tmp_path):
+    t = run_fake_bench("index", tmp_path, "--photos", "3", "--rerun-photos", "10")["throughput"]
     assert t["photos"] == 3 and t["precision"] == "fp32"
     for key in ("encoder_photos_per_s", "decode_photos_per_s", "index_photos_per_s"):
         assert t[key] > 0
@@ -182,13 +185,7 @@ def test_bench_index_reports_both_stages_and_the_run_at_toy_size(tmp_path):
 
 
 def test_bench_train_times_a_train_a_kept_model_and_a_forced_retrain(tmp_path):
-    result = CliRunner().invoke(
-        main,
-        ["--encoder", "fake", "bench", "train", "--out", str(tmp_path), "--photos", "30", "--tags", "6"],
-        catch_exceptions=False,
-    )
-    assert result.exit_code == 0, result.output
-    r = json.loads((tmp_path / "train_bench.json").read_text())
+    r = run_fake_bench("train", tmp_path, "--photos", "30", "--tags", "6")
     assert r["photos"] == 30 and 2 <= r["tags"] <= 6
     assert r["seconds"] > 0 and r["forced_retrain_seconds"] > 0
     assert r["retrain_kept_model"] is True and r["retrain_seconds"] < r["seconds"]

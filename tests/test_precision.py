@@ -19,6 +19,10 @@ SAMPLE = ROOT / "sample_data"
 
 
 def test_auto_precision_follows_the_cpu_and_bad_values_are_refused(tmp_path):
+    from models.clip import PRECISIONS as ENCODER_PRECISIONS
+    from retrieval.config import PRECISIONS
+
+    assert PRECISIONS == ENCODER_PRECISIONS  # the options offer what the encoder accepts
     assert resolve_precision("auto") == ("bf16" if cpu_has_bf16() else "fp32")
     assert resolve_precision("fp32") == "fp32" and resolve_precision("bf16") == "bf16"
     with pytest.raises(ValueError, match="unknown precision"):
