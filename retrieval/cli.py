@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
-from retrieval.config import ENCODERS, PRECISIONS, SHORTLIST, Settings
+from retrieval.config import ENCODERS, PRECISIONS, SHORTLIST, SIDECAR_STYLES, Settings
 
 # Heavy modules (torch, faiss, scipy) are imported inside the commands: the CLI starts fast,
 # and decoding worker processes (spawned, so they re-import this module) stay light.
@@ -37,6 +38,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+STYLE_HELP = "Sidecar naming: photo.jpg.xmp (darktable, digiKam) or photo.xmp (lightroom); remembered."
 DEFAULT_WIKI = "../shared/datasets/wiki/wikiData.mat"
 
 
@@ -111,6 +113,10 @@ def index_command(ctx, paths, tags_file, workers, max_megapixels, as_json) -> No
             click.echo(f"  passed over: {f['path']}: {f['reason']}", err=True)
         if len(summary.passed_over) > 5:
             click.echo(f"  ... and {len(summary.passed_over) - 5} more passed over (hashlens stats)", err=True)
+        if summary.sidecars_read:
+            click.echo(f"  read the keywords of {summary.sidecars_read} new or changed XMP sidecars", err=True)
+    for f in summary.sidecar_problems:
+        click.echo(f"  XMP sidecar left unread: {f['reason']}", err=True)
     if summary.tags_unmatched:
         click.echo(
             f"tags file: {len(summary.tags_unmatched)} of its paths are no photo in the library, e.g. "
@@ -281,21 +287,38 @@ def duplicates_command(ctx, radius, min_cosine, as_json) -> None:
 @click.option(
     "--accept", "accepted", multiple=True, help="Store TAG on the photo as your own (repeat, or comma-separate)."
 )
+@click.option("--xmp", "to_xmp", is_flag=True, help="With --accept: also write the photo's tags to its XMP sidecar.")
+@click.option("--style", type=click.Choice(SIDECAR_STYLES), help=STYLE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {tag, score} (with --accept: the tags).")
 @click.pass_context
-def tag_command(ctx, photo, k, accepted, as_json) -> None:
+def tag_command(ctx, photo, k, accepted, to_xmp, style, as_json) -> None:
     """Suggested tags for PHOTO with calibrated scores; --accept stores chosen ones."""
     from retrieval.annotate import accept_tags, current_calibration, suggest_tags
+    from retrieval.writeback import write_back
 
+    if (to_xmp or style) and not accepted:
+        raise click.UsageError("--xmp and --style go with --accept")
     library = open_library(ctx)
     warn_demo(library)
     try:
         if accepted:
             tags = accept_tags(library, photo, [t for a in accepted for t in a.split(",")])
+            answer: dict = {"path": photo, "tags": tags}
+            if to_xmp:
+                record = library.store.image_by_path(str(Path(photo).expanduser().resolve()))
+                own = library.store.exported_tags().get(record["id"], [])
+                written = write_back(library, record["id"], record["path"], own, style=style)
+                answer["xmp"] = written.to_dict()
+                if written.status == "error":
+                    click.echo(f"XMP not written: {written.reason}", err=True)
             if as_json:
-                click.echo(json.dumps({"path": photo, "tags": tags}))
+                click.echo(json.dumps(answer))
             else:
                 click.echo(f"{photo}: {', '.join(tags)}")
+                if to_xmp and answer["xmp"]["status"] != "error":
+                    click.echo(f"  {answer['xmp']['status']}: {answer['xmp']['target']}", err=True)
+            if to_xmp and answer["xmp"]["status"] == "error":
+                ctx.exit(1)
             return
         suggestions = suggest_tags(library, photo, k=k)
     except user_errors() as e:
@@ -307,6 +330,43 @@ def tag_command(ctx, photo, k, accepted, as_json) -> None:
         return
     for s in suggestions:
         click.echo(f"{s.score:6.3f}  {s.tag}")
+
+
+@main.command("export-tags")
+@click.argument("paths", nargs=-1)
+@click.option("--style", type=click.Choice(SIDECAR_STYLES), help=STYLE_HELP)
+@click.option("--embed", is_flag=True, help="Write into the photo files themselves instead of sidecars.")
+@click.option("--dry-run", is_flag=True, help="List what would change; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {photo, target, status, added, kept}.")
+@click.pass_context
+def export_tags_command(ctx, paths, style, embed, dry_run, as_json) -> None:
+    """Write your tags (own, tags file, accepted) of the photos under PATHS (default: all) as XMP
+    keywords, kept alongside every keyword the XMP already holds."""
+    from retrieval.writeback import export_tags
+
+    if embed and style:
+        raise click.UsageError("--style names sidecars; --embed writes into the photos")
+    library = open_library(ctx)
+    try:
+        results = export_tags(library, list(paths), style=style, embed=embed, dry_run=dry_run)
+    except user_errors() as e:
+        raise click.ClickException(str(e)) from e
+    errors = [r for r in results if r.status == "error"]
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in results], indent=1))
+    else:
+        for r in results:
+            if r.status in ("written", "would write"):
+                click.echo(f"{r.status}: {r.target}  + {', '.join(r.added)}")
+        changed = sum(r.status in ("written", "would write") for r in results)
+        verb = "would change" if dry_run else "changed"
+        click.echo(f"{verb} {changed} of {len(results)} tagged photos' XMP, {len(errors)} left alone", err=True)
+    for r in errors:
+        click.echo(f"  left alone: {r.photo}: {r.reason}", err=True)
+    if not results:
+        click.echo("no photo under these paths carries tags of yours", err=True)
+    if errors:
+        ctx.exit(1)
 
 
 @main.command("stats")

@@ -14,6 +14,7 @@ ENV_HOME = "HASHLENS_HOME"  # library folder
 ENV_ENCODER = "HASHLENS_ENCODER"  # openclip | random | fake
 ENV_WEIGHTS = "HASHLENS_WEIGHTS"  # pretrained tag, checkpoint file or local-dir:FOLDER
 ENV_PRECISION = "HASHLENS_PRECISION"  # auto | fp32 | bf16
+SIDECAR_STYLES = ("darktable", "lightroom")  # XMP sidecar naming: photo.jpg.xmp, or photo.xmp (Lightroom)
 PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 where the CPU has bf16 hardware
 ENCODERS = ("openclip", "random", "fake")
 DEFAULT_MODEL = "ViT-B-32"

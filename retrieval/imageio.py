@@ -16,6 +16,8 @@ from xml.etree import ElementTree
 
 from PIL import Image, ImageOps, IptcImagePlugin, UnidentifiedImageError
 
+from retrieval.xmp import keywords_from
+
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp", ".heic", ".heif"}
 EXIF_DATETIME_ORIGINAL = 0x9003
 EXIF_IFD = 0x8769
@@ -64,8 +66,10 @@ def _taken_at(img: Image.Image) -> str | None:
         return None
 
 
-def _xmp_subjects(xmp: bytes | str | None) -> list[str]:
-    """dc:subject keywords of an XMP packet (what digiKam, Lightroom and darktable write)."""
+def _xmp_keywords(xmp: bytes | str | None) -> list[str]:
+    """Keywords of an embedded XMP packet (dc:subject and lr:hierarchicalSubject, as digiKam,
+    Lightroom and darktable write them). Parsed here from the bytes Pillow already read, so a
+    decode worker needs no second pass over the file."""
     if not xmp:
         return []
     text = xmp.decode("utf-8", "replace") if isinstance(xmp, bytes) else xmp
@@ -76,8 +80,15 @@ def _xmp_subjects(xmp: bytes | str | None) -> list[str]:
         root = ElementTree.fromstring(text[start : end + len("</x:xmpmeta>")])
     except ElementTree.ParseError:
         return []
-    dc, rdf = "{http://purl.org/dc/elements/1.1/}", "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}"
-    return [li.text.strip() for subject in root.iter(f"{dc}subject") for li in subject.iter(f"{rdf}li") if li.text]
+    rdf = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}"
+
+    def values(element: str) -> list[str]:
+        return [li.text.strip() for node in root.iter(element) for li in node.iter(f"{rdf}li") if li.text]
+
+    return keywords_from(
+        values("{http://purl.org/dc/elements/1.1/}subject"),
+        values("{http://ns.adobe.com/lightroom/1.0/}hierarchicalSubject"),
+    )
 
 
 def _iptc_keywords(img: Image.Image) -> list[str]:
@@ -93,7 +104,7 @@ def _iptc_keywords(img: Image.Image) -> list[str]:
 def embedded_keywords(img: Image.Image) -> tuple[list[str], list[str]]:
     """(XMP dc:subject, IPTC keywords) embedded in an opened image."""
     xmp = img.info.get("xmp") or img.info.get("XML:com.adobe.xmp")
-    return _xmp_subjects(xmp), _iptc_keywords(img)
+    return _xmp_keywords(xmp), _iptc_keywords(img)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from retrieval.imageio import EXTENSIONS, DecodedImage, content_hash, decode_job, lower_priority
 from retrieval.library import Library
 from retrieval.store import NewImage
+from retrieval.xmp import XmpError, read_keywords, sidecar_candidates
 
 
 class IngestError(RuntimeError):
@@ -47,6 +48,8 @@ class IngestSummary:
     needs_model: bool = False  # photos were embedded but there is no hash model to code them
     tags_unmatched: list[str] = field(default_factory=list)  # tags-file paths that are no library photo
     passed_over: list[dict] = field(default_factory=list)  # {"path", "reason"}: named like photos, none
+    sidecars_read: int = 0  # XMP sidecars (re)read because they are new or changed
+    sidecar_problems: list[dict] = field(default_factory=list)  # {"path", "reason"}: sidecars left unread
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,6 +81,7 @@ class Scan:
     found: dict[str, tuple[str, int, float]]  # key -> (real path, size, mtime) of each photo file
     problems: dict[str, str]  # key -> why it cannot be read (recorded as failed photos)
     passed_over: dict[str, str]  # key -> why it is no photo though named like one (never opened)
+    sidecars: dict[str, float] = field(default_factory=dict)  # real path -> mtime of each XMP sidecar
 
 
 def scan(roots: list[Path]) -> Scan:
@@ -86,9 +90,19 @@ def scan(roots: list[Path]) -> Scan:
     found: dict[str, tuple[str, int, float]] = {}
     problems: dict[str, str] = {}
     passed_over: dict[str, str] = {}
+    sidecars: dict[str, float] = {}
 
     def consider(path: str) -> None:
-        if Path(path).suffix.lower() not in EXTENSIONS:
+        suffix = Path(path).suffix.lower()
+        if suffix == ".xmp":
+            try:
+                st = os.stat(path)
+                if stat.S_ISREG(st.st_mode):
+                    sidecars[path] = st.st_mtime
+            except OSError:
+                pass  # an unreadable sidecar is as good as none
+            return
+        if suffix not in EXTENSIONS:
             return
         try:
             st = os.stat(path)  # follows links: a link to /dev/urandom is a character device
@@ -106,6 +120,9 @@ def scan(roots: list[Path]) -> Scan:
     for root in roots:
         if not root.is_dir():
             consider(str(root))
+            for candidate in sidecar_candidates(root):  # a single photo: its sidecar too
+                if candidate.exists():
+                    consider(str(candidate))
             continue
         for folder, dirs, files in os.walk(root, onerror=walk_error, followlinks=False):
             dirs.sort()
@@ -114,7 +131,7 @@ def scan(roots: list[Path]) -> Scan:
                     passed_over[path_key(os.path.join(folder, name))] = special_kind(stat.S_IFDIR)
             for name in sorted(files):
                 consider(os.path.join(folder, name))
-    return Scan(found, problems, passed_over)
+    return Scan(found, problems, passed_over, sidecars)
 
 
 def read_sidecar(path: str | Path) -> dict[str, list[str]]:
@@ -304,6 +321,7 @@ def index_paths(
                 on_progress(done, len(todo), done / max(time.perf_counter() - start, 1e-9))
         _commit_batch(library, batch, found, known, sidecar, current, summary)
         summary.tags_unmatched = _apply_sidecar(library, sidecar)
+        _read_xmp_sidecars(library, [str(r) for r in roots], scanned, summary)
         library.save_index()
         status = "done"
     except BaseException:
@@ -377,6 +395,34 @@ def _commit_batch(library, batch, found, known, sidecar, current, summary) -> No
     if codes is not None:
         library.index.add(np.array(ids), codes)
     summary.embedded += len(batch)
+
+
+def _read_xmp_sidecars(library, roots: list[str], scanned: Scan, summary: IngestSummary) -> None:
+    """Tags from the XMP sidecars next to the photos (`xmp_sidecar` tags, from both namings when
+    both exist), reread only where a sidecar appeared, changed or went away since the last run.
+    A sidecar that cannot be parsed is reported and its photo keeps the tags it had."""
+    store = library.store
+    seen = store.xmp_sidecars()
+    records = store.images_under(roots)
+    changes = []
+    for key, (real, _, _) in scanned.found.items():
+        record = records.get(key)
+        if record is None or record["status"] != "ok":
+            continue
+        state = {str(c): scanned.sidecars[str(c)] for c in sidecar_candidates(real) if str(c) in scanned.sidecars}
+        if state == seen.get(record["id"], {}):
+            continue
+        try:
+            tags = [t for sidecar in state for t in read_keywords(sidecar)]
+        except XmpError as e:
+            summary.sidecar_problems.append({"path": real, "reason": str(e)})
+            continue
+        changes.append((record["id"], state, tags))
+    with store.transaction():
+        for image_id, state, tags in changes:
+            store.set_tags(image_id, tags, "xmp_sidecar")
+            store.set_xmp_sidecars(image_id, state)
+    summary.sidecars_read = sum(len(state) for _, state, _ in changes)
 
 
 def _apply_sidecar(library, sidecar: dict[str, list[str]]) -> list[str]:

@@ -17,7 +17,8 @@ from typing import TypedDict
 import numpy as np
 import sqlite_utils
 
-TAG_SOURCES = ("user", "sidecar", "xmp", "iptc", "accepted")
+TAG_SOURCES = ("user", "sidecar", "xmp", "iptc", "xmp_sidecar", "accepted")
+EXPORTED_SOURCES = ("user", "sidecar", "accepted")  # what the user gave hashlens: written back as XMP
 
 
 class StoreError(RuntimeError):
@@ -117,7 +118,19 @@ def m004_create_passed_over(db: sqlite_utils.Database) -> None:
     db["passed_over"].create({"path": str, "reason": str, "seen_at": float}, pk="path")
 
 
-MIGRATIONS = [m001_create_tables, m002_create_meta, m003_create_tag_cache, m004_create_passed_over]
+def m005_create_xmp_sidecars(db: sqlite_utils.Database) -> None:
+    # The XMP sidecars each photo's `xmp_sidecar` tags were read from, and their mtimes then: an
+    # index run rereads them only when one changed, even when the photo did not.
+    db["xmp_sidecars"].create({"image_id": int, "path": str, "mtime": float}, pk=("image_id", "path"))
+
+
+MIGRATIONS = [
+    m001_create_tables,
+    m002_create_meta,
+    m003_create_tag_cache,
+    m004_create_passed_over,
+    m005_create_xmp_sidecars,
+]
 
 
 def _chunks(ids: list[int], size: int = 10_000):
@@ -204,7 +217,7 @@ class Store:
     def remove_images_data(self, ids: list[int]) -> None:
         """Forget the embeddings, codes and tags of images (kept: the image rows)."""
         for chunk in _chunks(ids):
-            for table in ("image_tags", "embeddings", "codes"):
+            for table in ("image_tags", "embeddings", "codes", "xmp_sidecars"):
                 self.db[table].delete_where(f"image_id in ({','.join('?' * len(chunk))})", chunk)
 
     def remove_images(self, ids: list[int]) -> None:
@@ -253,6 +266,36 @@ class Store:
             if t
         ]
         self.db["image_tags"].insert_all(rows, replace=True)
+
+    def xmp_sidecars(self) -> dict[int, dict[str, float]]:
+        """image id -> {path: mtime} of the sidecars its `xmp_sidecar` tags were read from."""
+        out: dict[int, dict[str, float]] = {}
+        for r in self.db["xmp_sidecars"].rows:
+            out.setdefault(r["image_id"], {})[r["path"]] = r["mtime"]
+        return out
+
+    def set_xmp_sidecars(self, image_id: int, sidecars: dict[str, float]) -> None:
+        """Record the sidecars {path: mtime} read for an image (empty: it has none any more)."""
+        self.db["xmp_sidecars"].delete_where("image_id = ?", [image_id])
+        rows = [{"image_id": image_id, "path": p, "mtime": m} for p, m in sidecars.items()]
+        self.db["xmp_sidecars"].insert_all(rows, replace=True)
+
+    def exported_tags(self) -> dict[int, list[str]]:
+        """image id -> the tags the user gave it (own, tags file, accepted), for XMP write-back."""
+        marks = ",".join("?" * len(EXPORTED_SOURCES))
+        sql = (
+            "select it.image_id, t.name from image_tags it join tags t on t.id = it.tag_id "
+            f"where it.source in ({marks}) order by it.image_id, t.name"
+        )
+        out: dict[int, list[str]] = {}
+        for image_id, name in self.db.execute(sql, list(EXPORTED_SOURCES)):
+            if name not in out.setdefault(image_id, []):
+                out[image_id].append(name)
+        return out
+
+    def refresh_file(self, image_id: int, size: int, mtime: float, content_hash: str) -> None:
+        """The photo's file changed by hashlens' own hand (metadata only): its pixels did not."""
+        self.db["images"].update(image_id, {"size": size, "mtime": mtime, "content_hash": content_hash})
 
     def tags_of(self, image_id: int, *, source: str | None = None) -> list[str]:
         """The image's tags, sorted: from every source, or from `source` only."""

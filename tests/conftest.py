@@ -1,3 +1,8 @@
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -81,3 +86,26 @@ def colour_library(tmp_path):
 
 def colour_of(result):
     return result.path.rsplit("/", 1)[1].split("_")[0]
+
+
+@pytest.fixture(scope="session")
+def exiftool() -> list[str]:
+    """The ExifTool command: the installed one, else Debian's libimage-exiftool-perl unpacked
+    (no root needed) into the virtual environment, once."""
+    installed = shutil.which("exiftool")
+    if installed:
+        return [installed]
+    root = Path(sys.prefix) / "exiftool"
+    command = ["perl", "-I", str(root / "usr/share/perl5"), str(root / "usr/bin/exiftool")]
+    if not (root / "usr/bin/exiftool").exists():
+        download = root.with_name("exiftool-download")
+        download.mkdir(parents=True, exist_ok=True)
+        try:
+            subprocess.run(
+                ["apt-get", "download", "libimage-exiftool-perl"], cwd=download, check=True, capture_output=True
+            )
+            deb = next(download.glob("libimage-exiftool-perl_*.deb"))
+            subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True, capture_output=True)
+        except (OSError, subprocess.CalledProcessError, StopIteration) as e:
+            pytest.skip(f"ExifTool is not installed and Debian's package could not be fetched: {e}")
+    return command

@@ -8,6 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from retrieval.config import Settings
 from retrieval.library import Library
+from retrieval.xmp import read_keywords
 from ui.prepare import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,6 +104,20 @@ def test_annotate_page_suggests_tags_and_accepting_one_stores_it(sample_app):
     assert len(uploads) == 1  # stored once, inside the library folder
     record = library.store.image_by_path(str(uploads[0]))
     assert set(library.store.tags_of(record["id"])) == {chosen, "crimson"}
+
+
+def test_annotate_page_writes_accepted_tags_to_an_xmp_sidecar_to_download(sample_app):
+    at = run_page("annotate")
+    at.file_uploader(key="uploads").set_value(("red.png", png_bytes(), "image/png")).run()
+    at.text_input(key="own-0").input("crimson, colours/red").run()
+    at.checkbox(key="xmp-0").check().run()
+    at.button(key="save-0").click().run()
+    assert not at.exception and at.success, [e.value for e in at.error]
+    library = Library(Settings.resolve())
+    (photo,) = [p for p in (library.settings.home / "uploads").iterdir() if p.suffix == ".png"]
+    assert set(read_keywords(photo.with_name(photo.name + ".xmp"))) == {"colours/red", "crimson", "red"}
+    (download,) = [b for b in at.get("download_button")]
+    assert "red.png.xmp" in download.proto.label
 
 
 def test_annotate_page_rejects_a_broken_upload_with_one_message(sample_app):

@@ -14,6 +14,8 @@ import streamlit as st
 from retrieval.annotate import accept_tags, current_calibration, suggest_tags
 from retrieval.cli import user_errors
 from retrieval.imageio import EXTENSIONS
+from retrieval.writeback import sidecar_style, write_back
+from retrieval.xmp import sidecar_path
 from ui.common import open_library
 
 MAX_UPLOAD_MB = 50  # a 100-megapixel JPEG stays well below this
@@ -66,6 +68,12 @@ for n, upload in enumerate(uploads or []):
         chosen = [s.tag for s in suggestions if st.checkbox(f"{s.tag} · {s.score:.2f}", key=f"tag-{n}-{s.tag}")]
         own = st.text_input("Your own tags (comma-separated)", key=f"own-{n}")
         chosen += [t for t in own.split(",") if t.strip()]
+        style = sidecar_style(library)
+        to_xmp = st.checkbox(
+            f"Also write the tags to an XMP sidecar ({style} naming)",
+            key=f"xmp-{n}",
+            help="Other photo tools (digiKam, darktable, Lightroom) read it; `hashlens export-tags` does all photos.",
+        )
         if st.button("Add to the library with these tags", key=f"save-{n}"):
             try:
                 tags = accept_tags(library, path, chosen) if chosen else None
@@ -74,5 +82,23 @@ for n, upload in enumerate(uploads or []):
 
                     index_paths(library, [path], workers=0, progress=False)
                 st.success(f"{upload.name} is in the library" + (f", tagged {', '.join(tags)}" if tags else ""))
+                if to_xmp and tags:
+                    record = library.store.image_by_path(str(path))
+                    own = library.store.exported_tags().get(record["id"], [])
+                    written = write_back(library, record["id"], path, own, style=style)
+                    if written.status == "error":
+                        st.error(f"XMP sidecar not written: {written.reason}")
+                    else:
+                        # The upload lives in the library folder: offer its sidecar to put next to the original.
+                        st.session_state[f"sidecar-{n}"] = (Path(written.target).read_bytes(), style)
             except user_errors() as e:
                 st.error(str(e))
+        if f"sidecar-{n}" in st.session_state:
+            content, style = st.session_state[f"sidecar-{n}"]
+            st.download_button(
+                f"Download the XMP sidecar ({sidecar_path(upload.name, style).name})",
+                content,
+                file_name=sidecar_path(upload.name, style).name,
+                mime="application/rdf+xml",
+                key=f"download-{n}",
+            )
