@@ -127,6 +127,44 @@ def index_command(ctx, paths, tags_file, workers, max_megapixels, as_json) -> No
         click.echo("No hash model yet, so photos are embedded but not searchable: run `hashlens train`.", err=True)
 
 
+@main.command("watch")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--tags", "tags_file", type=click.Path(), help="Sidecar tags file, applied on every batch (as index).")
+@click.option("--workers", type=click.IntRange(0), help="Decoding processes for big batches (0: in this process).")
+@click.option(
+    "--debounce", default=2.0, show_default=True, type=click.FloatRange(0.05), help="Quiet seconds before a batch."
+)
+@click.pass_context
+def watch_command(ctx, paths, tags_file, workers, debounce) -> None:
+    """Keep the library current as photos under PATHS appear, change, move and disappear (Ctrl-C stops)."""
+    import signal
+    import threading
+
+    from retrieval.watch import WatchError, watch
+
+    library = open_library(ctx)
+    warn_demo(library)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # a service manager's stop: after the batch
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C at once, even where started ignoring it
+    click.echo(f"watching {', '.join(paths)}; Ctrl-C stops", err=True)
+    try:
+        watch(
+            library,
+            list(paths),
+            tags_file=tags_file,
+            workers=workers,
+            debounce=debounce,
+            on_batch=lambda batch: click.echo(batch.line(), err=True),
+            stop=stop,
+        )
+        click.echo("watch: stopped; the library is as of the last batch", err=True)
+    except (WatchError, *user_errors()) as e:
+        raise click.ClickException(str(e)) from e
+    except KeyboardInterrupt:
+        click.echo("watch: stopped; the library is as of the last batch", err=True)
+
+
 @main.command("train")
 @click.option("--bits", default=64, show_default=True, type=int, help="Code length (a multiple of 8).")
 @click.option("--seed", default=0, show_default=True, type=int)

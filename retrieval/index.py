@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import uuid
 from pathlib import Path
 
 import faiss
@@ -22,8 +23,14 @@ import numpy as np
 from retrieval.multi_index import MultiIndex
 
 
-def ids_checksum(ids: np.ndarray) -> str:
-    return hashlib.sha256(np.sort(np.asarray(ids, np.int64)).tobytes()).hexdigest()
+def content_checksum(ids: np.ndarray, codes: np.ndarray) -> str:
+    """Identity of (ids, codes) in any order: a photo whose code changed under the same id (a
+    re-embedded photo) changes it too, so a saved index that missed that change is rebuilt."""
+    ids = np.asarray(ids, np.int64)
+    order = np.argsort(ids, kind="stable")
+    digest = hashlib.sha256(ids[order].tobytes())
+    digest.update(np.ascontiguousarray(np.asarray(codes, np.uint8)[order]).tobytes())
+    return digest.hexdigest()
 
 
 class CodeIndex:
@@ -113,15 +120,25 @@ class CodeIndex:
     # --- persistence -----------------------------------------------------------------------
 
     def save(self, path: str | Path) -> None:
-        """Write index and record atomically (temp files, then rename)."""
+        """Write index and record atomically (temp files, then rename). The temp names are
+        unique, so two processes saving at once (a watcher and the UI) cannot trip each other."""
         path = Path(path)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        faiss.write_index_binary(self.index, str(tmp))
-        os.replace(tmp, path)
-        meta = {"bits": self.bits, "model_id": self.model_id, "count": self.ntotal, "ids": ids_checksum(self.ids())}
-        meta_tmp = path.with_suffix(".json.tmp")
-        meta_tmp.write_text(json.dumps(meta))
-        os.replace(meta_tmp, path.with_suffix(".json"))
+        tag = f".{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        tmp = path.with_name(path.name + tag)
+        try:
+            faiss.write_index_binary(self.index, str(tmp))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        content = content_checksum(self.ids(), self.codes())
+        meta = {"bits": self.bits, "model_id": self.model_id, "count": self.ntotal, "content": content}
+        meta_path = path.with_suffix(".json")
+        meta_tmp = meta_path.with_name(meta_path.name + tag)
+        try:
+            meta_tmp.write_text(json.dumps(meta))
+            os.replace(meta_tmp, meta_path)
+        finally:
+            meta_tmp.unlink(missing_ok=True)
 
     @classmethod
     def open(
@@ -132,19 +149,16 @@ class CodeIndex:
         Returns (index, rebuilt).
         """
         path = Path(path)
-        expected = {"bits": bits, "model_id": model_id, "count": len(ids), "ids": ids_checksum(ids)}
+        expected = {"bits": bits, "model_id": model_id, "count": len(ids), "content": content_checksum(ids, codes)}
         try:
             meta = json.loads(path.with_suffix(".json").read_text())
             if meta == expected:
                 index = cls(bits, model_id)
                 index._faiss = faiss.read_index_binary(str(path))
-                if index.ntotal == len(ids) and index.ids_checksum_matches(ids):
+                if index.ntotal == len(ids) and content_checksum(index.ids(), index.codes()) == expected["content"]:
                     return index, False
         except (OSError, ValueError, RuntimeError):
             pass  # missing, damaged or stale: rebuild below
         index = cls.build(bits, model_id, ids, codes)
         index.save(path)
         return index, True
-
-    def ids_checksum_matches(self, ids: np.ndarray) -> bool:
-        return ids_checksum(self.ids()) == ids_checksum(ids)

@@ -29,6 +29,8 @@ from retrieval.library import Library
 from retrieval.store import NewImage
 from retrieval.xmp import XmpError, read_keywords, sidecar_candidates
 
+SMALL_RUN = 16  # photos to decode below which no worker processes are started (a watcher's batch)
+
 
 class IngestError(RuntimeError):
     """The run cannot start (a path that does not exist, an unreadable tags file)."""
@@ -292,7 +294,8 @@ def index_paths(
 
     current = library.hash_model()
     summary.needs_model = current is None and bool(todo)
-    workers = min(4, os.cpu_count() or 1) if workers is None else workers
+    if workers is None:  # starting decoder processes costs more than decoding a few photos here
+        workers = 0 if len(todo) < SMALL_RUN else min(4, os.cpu_count() or 1)
     target = library.encoder.image_size if todo else 224
     stream = decoded_stream(
         [(found[k][0], digests.get(k)) for k in todo],
@@ -328,6 +331,9 @@ def index_paths(
         status = "interrupted"
         raise
     finally:
+        # Shut the decoders down here, not whenever the generator is collected: a Ctrl-C that
+        # lands in a collector's finaliser is swallowed.
+        stream.close()
         bar.close()
         summary.elapsed = time.perf_counter() - start
         counts = {k: getattr(summary, k) for k in ("added", "updated", "moved", "removed", "failed", "skipped")}

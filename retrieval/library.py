@@ -46,6 +46,8 @@ class Library:
         self._model: tuple[int, SparseHash] | None = None
         self._metrics: tuple[int, dict] | None = None  # (model id, its metrics)
         self._tag_table: tuple[tuple, tuple] | None = None  # (model id, tag names) -> tag_table()
+        self._seen_version: int | None = None  # the store's data_version when the index was last checked
+        self._index_version: tuple | None = None  # codes_version() the index was loaded at
 
     @classmethod
     def open(cls, home: str | Path | None = None, **options) -> Library:
@@ -108,7 +110,15 @@ class Library:
         if current is None:
             return None
         model_id, model = current
+        version = self.store.data_version()
+        if self._index is not None and self._index.model_id == model_id and version != self._seen_version:
+            # Another process committed something (a watcher indexing new photos): reload the
+            # index if that changed this model's codes. One cheap query, and only then.
+            if self.store.codes_version(model_id) != self._index_version:
+                self._index = None
+        self._seen_version = version
         if self._index is None or self._index.model_id != model_id:
+            self._index_version = self.store.codes_version(model_id)
             ids, codes = self.store.codes(model_id)
             self._index, _ = CodeIndex.open(
                 self.settings.index_path, bits=model.config.bits, model_id=model_id, ids=ids, codes=codes

@@ -424,6 +424,15 @@ class Store:
             ({"image_id": int(i), "model_id": model_id, "code": bytes(c)} for i, c in zip(ids, codes)), replace=True
         )
 
+    def data_version(self) -> int:
+        """Changes whenever another connection (another process: a watcher) commits a change."""
+        return self.db.execute("pragma data_version").fetchone()[0]
+
+    def codes_version(self, model_id: int) -> tuple[int, int]:
+        """(count, newest row) of a model's codes: changes when a code is added, replaced or removed."""
+        sql = "select count(*), max(rowid) from codes where model_id = ?"
+        return tuple(self.db.execute(sql, [model_id]).fetchone())
+
     def codes(self, model_id: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids [n], packed codes [n, bytes]) of live images under `model_id`, by id."""
         rows = self.db.execute(

@@ -104,3 +104,20 @@ def test_code_index_lets_faiss_go_while_searching_and_rebuilds_it_on_change(tmp_
     index.save(tmp_path / "codes.faiss")
     again, rebuilt = CodeIndex.open(tmp_path / "codes.faiss", bits=64, model_id=1, ids=index.ids(), codes=index.codes())
     assert not rebuilt and sorted(again.ids()) == sorted(index.ids())
+
+
+def test_a_saved_index_that_missed_a_changed_code_is_rebuilt(tmp_path):
+    """A process killed after committing a re-embedded photo's new code, before saving the index:
+    same ids, one code different. The saved index must not be trusted."""
+    from retrieval.index import CodeIndex
+
+    rng = np.random.default_rng(6)
+    codes = sparse_codes(rng, 50, 64, ones=6)
+    ids = np.arange(50, dtype=np.int64)
+    CodeIndex.build(64, 1, ids, codes).save(tmp_path / "codes.faiss")
+    changed = codes.copy()
+    changed[7] ^= 0xFF
+    index, rebuilt = CodeIndex.open(tmp_path / "codes.faiss", bits=64, model_id=1, ids=ids[::-1], codes=changed[::-1])
+    assert rebuilt and np.array_equal(index.codes()[np.argsort(index.ids())], changed)
+    assert not CodeIndex.open(tmp_path / "codes.faiss", bits=64, model_id=1, ids=ids, codes=changed)[1]
+    assert not list(tmp_path.glob("*.tmp"))

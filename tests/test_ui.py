@@ -1,5 +1,8 @@
 import io
+import json
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -7,12 +10,15 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from retrieval.config import Settings
+from retrieval.ingest import index_paths
 from retrieval.library import Library
+from retrieval.watch import STATUS_FILE
 from retrieval.xmp import read_keywords
 from ui.prepare import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "ui" / "app.py")
+SAMPLE = ROOT / "sample_data"
 
 
 @pytest.fixture
@@ -150,6 +156,27 @@ def test_library_page_indexes_a_folder_and_updates_the_counts(sample_app, tmp_pa
     assert not at.exception
     assert "added 3" in at.success[0].value and "failed 1" in at.success[0].value
     assert at.metric[0].value == "20" and at.metric[3].value == "1"
+
+
+def test_library_page_says_whether_a_watcher_keeps_the_library_current(sample_app):
+    at = run_page("library")
+    assert any("No watcher is running" in c.value for c in at.caption)
+    status = {"pid": os.getpid(), "paths": ["/photos/2026"], "started_at": time.time(), "heartbeat": time.time()}
+    (sample_app.settings.home / STATUS_FILE).write_text(json.dumps(status))
+    at = run_page("library")
+    assert "A watcher keeps this library current: /photos/2026" in at.info[0].value
+
+
+def test_library_page_groups_near_identical_photos_with_a_keeper(sample_app, tmp_path):
+    copy = tmp_path / "copies" / "chelsea copy.jpg"
+    copy.parent.mkdir()
+    shutil.copy(SAMPLE / "chelsea.jpg", copy)  # a newer file with the same picture
+    index_paths(sample_app, [copy.parent], workers=0, progress=False)
+    at = run_page("library")
+    at.button(key="duplicates").click().run()
+    assert not at.exception
+    heading = [m.value for m in at.markdown if m.value.startswith("**2 photos**")]
+    assert heading == [f"**2 photos** · keep `{SAMPLE / 'chelsea.jpg'}`"], [m.value for m in at.markdown]
 
 
 def test_library_page_retrains_the_model(sample_app):

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
+from pathlib import Path
 
 import streamlit as st
 
 from retrieval.cli import user_errors
 from retrieval.ingest import index_paths
 from retrieval.train import train_library
-from ui.common import open_library
+from retrieval.watch import watcher_status
+from ui.common import open_library, show_photo
 
 library = open_library()
 st.subheader("Index a folder")
+watcher = watcher_status(library.settings.home)
+if watcher is not None:
+    since = datetime.fromtimestamp(watcher["started_at"]).strftime("%Y-%m-%d %H:%M")
+    watched = ", ".join(watcher["paths"])
+    st.info(f"A watcher keeps this library current: {watched} (process {watcher['pid']}, since {since}).")
+else:
+    st.caption("No watcher is running: `hashlens watch FOLDER` keeps the library current as photos change.")
 folder = st.text_input("Folder", placeholder="/home/me/Pictures", key="folder")
 if st.button("Index", key="index"):
     if not folder.strip():
@@ -56,6 +66,27 @@ if st.button("Train", key="train"):
             st.info(f"hash model {metrics['model_id']} is up to date: nothing new since it was trained.")
         else:
             st.success(f"hash model {metrics['model_id']}: validation mAP {metrics['val_map'] or 0:.3f}")
+
+st.subheader("Near-identical photos")
+st.caption("Copies, re-encodes, resizes and bursts of one picture: close codes, confirmed by CLIP's cosine.")
+if st.button("Find near-identical photos", key="duplicates"):
+    from retrieval.duplicates import find_duplicates
+
+    try:
+        st.session_state["duplicate_groups"] = [g.to_dict() for g in find_duplicates(library)]
+    except user_errors() as e:
+        st.error(str(e))
+groups = st.session_state.get("duplicate_groups")
+if groups is not None and not groups:
+    st.success("no near-identical photos")
+for group in (groups or [])[:20]:  # the largest groups; hashlens duplicates lists all
+    st.markdown(f"**{len(group['photos'])} photos** · keep `{group['keeper']}`")
+    cells = st.columns(min(len(group["photos"]), 6))
+    for i, path in enumerate(group["photos"][:6]):
+        with cells[i]:
+            show_photo(library, path, ("keep · " if path == group["keeper"] else "") + Path(path).name)
+if groups and len(groups) > 20:
+    st.caption(f"… and {len(groups) - 20} more groups (`hashlens duplicates` lists them all)")
 
 stats = library.stats()
 st.subheader("Figures")
