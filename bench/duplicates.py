@@ -19,7 +19,7 @@ from pathlib import Path
 from PIL import Image, ImageEnhance
 
 from retrieval.config import Settings
-from retrieval.duplicates import MIN_COSINE, RADIUS, find_duplicates
+from retrieval.duplicates import MAX_PHASH_DISTANCE, MIN_COSINE, RADIUS, find_duplicates
 from retrieval.ingest import index_paths
 from retrieval.library import Library
 from retrieval.train import train_library
@@ -74,11 +74,20 @@ def run_duplicates_bench(out: str | Path, *, encoder: str = "random", log=None) 
     train_library(library, bits=64)
     truth = [[str(p.resolve()) for p in paths[:-1]] for paths in sets.values()]
     sweep = []
-    for radius in (0, RADIUS, 4):
-        for min_cosine in (0.90, 0.93, MIN_COSINE, 0.97, 0.99):
-            groups = [g.photos for g in find_duplicates(library, radius=radius, min_cosine=min_cosine)]
-            precision, recall = pair_scores(groups, truth)
-            sweep.append({"radius": radius, "min_cosine": min_cosine, "precision": precision, "recall": recall})
+    for radius in (2, RADIUS, 6):
+        for min_cosine in (MIN_COSINE, 0.95):
+            for max_phash in (10, MAX_PHASH_DISTANCE, 18, 64):  # 64: no pHash check, CLIP's cosine alone
+                found = find_duplicates(library, radius=radius, min_cosine=min_cosine, max_phash_distance=max_phash)
+                precision, recall = pair_scores([g.photos for g in found], truth)
+                sweep.append(
+                    {
+                        "radius": radius,
+                        "min_cosine": min_cosine,
+                        "max_phash_distance": max_phash,
+                        "precision": precision,
+                        "recall": recall,
+                    }
+                )
     groups = find_duplicates(library)
     precision, recall = pair_scores([g.photos for g in groups], truth)
     joined = {p for g in groups for p in g.photos}
@@ -96,6 +105,7 @@ def run_duplicates_bench(out: str | Path, *, encoder: str = "random", log=None) 
         "photos": library.store.count_images("ok"),
         "radius": RADIUS,
         "min_cosine": MIN_COSINE,
+        "max_phash_distance": MAX_PHASH_DISTANCE,
         "precision": precision,
         "recall": recall,
         "copies_found": by_copy,
@@ -106,13 +116,18 @@ def run_duplicates_bench(out: str | Path, *, encoder: str = "random", log=None) 
     (out / "duplicates_bench.json").write_text(json.dumps(result, indent=1))
     lines = [
         f"{result['photos']} photos ({len(sets)} pictures × 4 copies + 1 other framing), encoder {result['encoder']}, "
-        f"radius {RADIUS}, cosine ≥ {MIN_COSINE}: precision {precision:.3f}, recall {recall:.3f}; "
+        f"radius {RADIUS}, cosine ≥ {MIN_COSINE}, pHash distance ≤ {MAX_PHASH_DISTANCE}: "
+        f"precision {precision:.3f}, recall {recall:.3f}; "
         f"other framings grouped {result['other_framings_grouped']:.0%}; "
         "copies grouped with their original: " + ", ".join(f"{k} {v:.0%}" for k, v in by_copy.items()),
         "",
-        "| radius | min cosine | precision | recall |",
-        "|---|---|---|---|",
-        *[f"| {s['radius']} | {s['min_cosine']} | {s['precision']:.3f} | {s['recall']:.3f} |" for s in sweep],
+        "| radius | min cosine | max pHash distance | precision | recall |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {r['radius']} | {r['min_cosine']} | {r['max_phash_distance']} | "
+            f"{r['precision']:.3f} | {r['recall']:.3f} |"
+            for r in sweep
+        ],
     ]
     (out / "duplicates_bench.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -8,7 +8,16 @@ from pathlib import Path
 
 import click
 
-from retrieval.config import ENCODERS, PRECISIONS, SHORTLIST, SIDECAR_STYLES, Settings
+from retrieval.config import (
+    DUPLICATE_MAX_PHASH_DISTANCE,
+    DUPLICATE_MIN_COSINE,
+    DUPLICATE_RADIUS,
+    ENCODERS,
+    PRECISIONS,
+    SHORTLIST,
+    SIDECAR_STYLES,
+    Settings,
+)
 
 # Heavy modules (torch, faiss, scipy) are imported inside the commands: the CLI starts fast,
 # and decoding worker processes (spawned, so they re-import this module) stay light.
@@ -292,20 +301,33 @@ def similar_command(ctx, photo, k, radius, rerank, as_json) -> None:
 
 
 @main.command("duplicates")
-@click.option("--radius", default=2, show_default=True, type=click.IntRange(0), help="Hamming radius of candidates.")
 @click.option(
-    "--min-cosine", default=0.95, show_default=True, type=click.FloatRange(-1, 1), help="CLIP cosine that confirms."
+    "--radius", default=DUPLICATE_RADIUS, show_default=True, type=click.IntRange(0), help="Code radius of candidates."
+)
+@click.option(
+    "--min-cosine",
+    default=DUPLICATE_MIN_COSINE,
+    show_default=True,
+    type=click.FloatRange(-1, 1),
+    help="CLIP cosine a pair needs.",
+)
+@click.option(
+    "--max-phash-distance",
+    default=DUPLICATE_MAX_PHASH_DISTANCE,
+    show_default=True,
+    type=click.IntRange(0, 64),
+    help="Perceptual-hash bits (of 64) a pair may differ by.",
 )
 @click.option("--json", "as_json", is_flag=True, help='Print a JSON list of {"keeper", "photos"}, largest first.')
 @click.pass_context
-def duplicates_command(ctx, radius, min_cosine, as_json) -> None:
+def duplicates_command(ctx, radius, min_cosine, max_phash_distance, as_json) -> None:
     """Groups of near-identical photos (copies, re-encodes, resizes, bursts), each with a suggested keeper."""
     from retrieval.duplicates import find_duplicates
 
     library = open_library(ctx)
     warn_demo(library)
     try:
-        groups = find_duplicates(library, radius=radius, min_cosine=min_cosine)
+        groups = find_duplicates(library, radius=radius, min_cosine=min_cosine, max_phash_distance=max_phash_distance)
     except user_errors() as e:
         raise click.ClickException(str(e)) from e
     if as_json:

@@ -14,6 +14,13 @@ ENV_HOME = "HASHLENS_HOME"  # library folder
 ENV_ENCODER = "HASHLENS_ENCODER"  # openclip | random | fake
 ENV_WEIGHTS = "HASHLENS_WEIGHTS"  # pretrained tag, checkpoint file or local-dir:FOLDER
 ENV_PRECISION = "HASHLENS_PRECISION"  # auto | fp32 | bf16
+# hashlens duplicates: candidates within this code radius, confirmed by CLIP's cosine (it rules out
+# unrelated pictures) and by the perceptual hash. pHash bits (of 64) copies differ by in bench
+# duplicates' set: re-encodes and resizes 0–4, 4% crops and 2° rotations about 11 (up to 26);
+# different pictures 18 or more (the threshold was read off that set: README, Duplicates).
+DUPLICATE_RADIUS = 4
+DUPLICATE_MIN_COSINE = 0.90
+DUPLICATE_MAX_PHASH_DISTANCE = 14
 SIDECAR_STYLES = ("darktable", "lightroom")  # XMP sidecar naming: photo.jpg.xmp, or photo.xmp (Lightroom)
 PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 where the CPU has bf16 hardware
 ENCODERS = ("openclip", "random", "fake")

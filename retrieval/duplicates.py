@@ -2,7 +2,9 @@
 
 Candidates are photos whose codes lie within a small Hamming radius of each other (the index
 answers that for every photo); a candidate pair counts only when the CLIP cosine of the two
-embeddings confirms it, as codes are coarse on purpose (photos of one subject share them).
+embeddings and their perceptual hashes (pHash, from the pixels) both confirm it: codes are
+coarse on purpose (photos of one subject share them), and CLIP's cosine alone is high for two
+framings of one subject too, where pHash tells a copy from another shot.
 Groups are the connected pairs; each gets a suggested keeper: the largest resolution, then the
 oldest (EXIF date taken, else file time), then the path.
 """
@@ -14,10 +16,12 @@ from datetime import datetime
 
 import numpy as np
 
+from retrieval.config import DUPLICATE_MAX_PHASH_DISTANCE as MAX_PHASH_DISTANCE
+from retrieval.config import DUPLICATE_MIN_COSINE as MIN_COSINE
+from retrieval.config import DUPLICATE_RADIUS as RADIUS
+from retrieval.imageio import ImageDecodeError, decode_image, perceptual_hash, phash_distance
 from retrieval.library import Library
 
-RADIUS = 2  # Hamming radius within which two photos are candidates
-MIN_COSINE = 0.95  # CLIP cosine from which a candidate pair is the same picture
 MAX_CANDIDATES = 5000  # candidates looked at per photo (a code shared by a whole class stops here)
 
 
@@ -37,7 +41,31 @@ def _keeper_order(record: dict) -> tuple:
     return (-pixels, when, record["path"])
 
 
-def find_duplicates(library: Library, *, radius: int = RADIUS, min_cosine: float = MIN_COSINE) -> list[DuplicateGroup]:
+def _phashes(library: Library) -> dict[int, str | None]:
+    rows = library.store.db.execute("select id, phash from images where status = 'ok'")
+    return dict(rows.fetchall())
+
+
+def _phash_of(library: Library, image_id: int, known: dict[int, str | None]) -> str | None:
+    """The photo's pHash; photos indexed before hashlens kept one get it now, once."""
+    if known.get(image_id) is None:
+        try:
+            path = library.store.paths_of([image_id])[0]  # decoded as index decodes, so the hashes compare
+            known[image_id] = perceptual_hash(decode_image(path, target=library.encoder.image_size).image)
+        except ImageDecodeError:
+            return None  # gone or damaged since it was indexed: CLIP's cosine decides alone
+        with library.store.transaction():
+            library.store.set_phash(image_id, known[image_id])
+    return known[image_id]
+
+
+def find_duplicates(
+    library: Library,
+    *,
+    radius: int = RADIUS,
+    min_cosine: float = MIN_COSINE,
+    max_phash_distance: int = MAX_PHASH_DISTANCE,
+) -> list[DuplicateGroup]:
     """Groups of near-identical photos, largest first (then by keeper path)."""
     from retrieval.search import require_searchable
 
@@ -47,6 +75,7 @@ def find_duplicates(library: Library, *, radius: int = RADIUS, min_cosine: float
     index = library.index  # its codes are the stored ones (checked when it opens): not read again
     code_ids, codes = index.ids(), index.codes()
     parent = list(range(len(ids)))
+    phashes = _phashes(library)
 
     def root(r: int) -> int:
         while parent[r] != r:
@@ -63,7 +92,11 @@ def find_duplicates(library: Library, *, radius: int = RADIUS, min_cosine: float
             continue
         me, rows = row_of[image_id], np.array([row_of[j] for j in near])
         cosine = np.einsum("ij,j->i", vectors[rows], vectors[me])  # not `@`: see Library.similarities
+        mine = _phash_of(library, image_id, phashes)
         for other in rows[cosine >= min_cosine].tolist():
+            theirs = _phash_of(library, int(ids[other]), phashes)
+            if mine is not None and theirs is not None and phash_distance(mine, theirs) > max_phash_distance:
+                continue
             parent[root(other)] = root(me)
 
     members: dict[int, list[int]] = {}

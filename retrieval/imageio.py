@@ -7,17 +7,22 @@ pixel is decoded.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
+import signal
+import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from xml.etree import ElementTree
 
+import imagehash
 from PIL import Image, ImageOps, IptcImagePlugin, UnidentifiedImageError
 
 from retrieval.xmp import keywords_from
 
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp", ".heic", ".heif"}
 EXIF_DATETIME_ORIGINAL = 0x9003
 EXIF_IFD = 0x8769
@@ -44,6 +49,7 @@ class DecodedImage:
     taken_at: str | None  # EXIF DateTimeOriginal as ISO 8601, when present
     xmp_keywords: list[str]  # XMP dc:subject keywords embedded in the file
     iptc_keywords: list[str]  # IPTC keywords embedded in the file
+    phash: str | None = None  # 64-bit perceptual hash (DCT) as hex: near-identical pictures share most bits
 
 
 def content_hash(path: str | Path, size: int | None = None) -> str:
@@ -160,7 +166,18 @@ def decode_image(path: str | Path, *, target: int = 224, max_pixels: int = 100_0
         raise ImageDecodeError(f"decompression bomb refused: {e}") from e
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as e:
         raise ImageDecodeError(f"damaged image: {e}") from e
-    return DecodedImage(img, width, height, fmt, taken_at, xmp_keywords, iptc_keywords)
+    return DecodedImage(img, width, height, fmt, taken_at, xmp_keywords, iptc_keywords, perceptual_hash(img))
+
+
+def perceptual_hash(image: Image.Image) -> str:
+    """The picture's 64-bit pHash (imagehash): re-encodes and resizes keep nearly all its bits,
+    small crops and rotations most of them, a different picture about half."""
+    return str(imagehash.phash(image))
+
+
+def phash_distance(a: str, b: str) -> int:
+    """Differing bits of two perceptual hashes (hex)."""
+    return (int(a, 16) ^ int(b, 16)).bit_count()
 
 
 # decode_image applies its own, configurable pixel limit before decoding anything.
@@ -171,9 +188,18 @@ def lower_priority() -> None:
     """Decoder worker processes run at a lower priority (their initializer; it lives here, not
     in ingest, so that a worker imports nothing heavier than this module). The encoder's threads
     work in lockstep, each layer waiting for its slowest thread, so a decoder preempting one of
-    them stalls both; at a lower priority the decoders fill the cores whenever the encoder pauses."""
+    them stalls both; at a lower priority the decoders fill the cores whenever the encoder pauses.
+
+    They also die with the indexing process: killed (SIGKILL, the OOM killer), it cannot shut
+    its pool down, and its workers would wait on their pipes forever."""
     if hasattr(os, "nice"):
         os.nice(10)
+    if sys.platform.startswith("linux"):
+        parent = os.getppid()
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the line above
+            os._exit(1)
 
 
 def decode_job(

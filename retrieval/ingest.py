@@ -353,6 +353,7 @@ def _record_failure(library, key, size, mtime, reason, summary, digest=None) -> 
         "format": None,
         "status": "failed",
         "error": reason,
+        "phash": None,
     }
     with library.store.transaction():
         image_id = library.store.upsert_image(record)
@@ -384,6 +385,7 @@ def _commit_batch(library, batch, found, known, sidecar, current, summary) -> No
                     "format": decoded.format,
                     "status": "ok",
                     "error": None,
+                    "phash": decoded.phash,
                 }
             )
             store.put_embedding(image_id, library.encoder.name, vector)

@@ -36,6 +36,7 @@ class NewImage(TypedDict):
     format: str | None
     status: str  # "ok" or "failed"
     error: str | None
+    phash: str | None  # perceptual hash (imageio.perceptual_hash), for near-identical photos
 
 
 class ImageRecord(NewImage):
@@ -124,12 +125,18 @@ def m005_create_xmp_sidecars(db: sqlite_utils.Database) -> None:
     db["xmp_sidecars"].create({"image_id": int, "path": str, "mtime": float}, pk=("image_id", "path"))
 
 
+def m006_add_perceptual_hash(db: sqlite_utils.Database) -> None:
+    # Photos indexed before this get theirs when `hashlens duplicates` first needs it.
+    db["images"].add_column("phash", str)
+
+
 MIGRATIONS = [
     m001_create_tables,
     m002_create_meta,
     m003_create_tag_cache,
     m004_create_passed_over,
     m005_create_xmp_sidecars,
+    m006_add_perceptual_hash,
 ]
 
 
@@ -210,6 +217,9 @@ class Store:
             self.db["images"].update(existing["id"], row)
             return existing["id"]
         return self.db["images"].insert(row).last_pk
+
+    def set_phash(self, image_id: int, phash: str) -> None:
+        self.db["images"].update(image_id, {"phash": phash})
 
     def move_image(self, image_id: int, new_path: str, size: int, mtime: float) -> None:
         self.db["images"].update(image_id, {"path": new_path, "size": size, "mtime": mtime})

@@ -8,6 +8,7 @@ from bench.duplicates import pair_scores
 from bench.synthetic import synthetic_photo, write_photo
 from retrieval.cli import main
 from retrieval.duplicates import find_duplicates
+from retrieval.imageio import phash_distance
 from retrieval.ingest import index_paths
 from tests.test_ingest import open_library, random_model
 
@@ -44,6 +45,32 @@ def test_copies_are_grouped_with_the_largest_oldest_one_kept(tmp_path):
     )
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout) == [group.to_dict()]
+
+
+def test_the_perceptual_hash_keeps_another_picture_out_and_is_filled_in_for_older_photos(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    original = synthetic_photo(1, (640, 480))
+    original.save(photos / "a.png")
+    original.resize((320, 240)).save(photos / "b_small.png")
+    original.save(photos / "c_copy.png")
+    library = open_library(tmp_path / "home")
+    index_paths(library, [photos], workers=0, progress=False)
+    library.install_model(random_model())
+    ids = {n: library.store.image_by_path(str(photos / n))["id"] for n in ("a.png", "b_small.png", "c_copy.png")}
+    stored = library.store.db["images"].get(ids["a.png"])["phash"]
+    assert stored and phash_distance(stored, library.store.db["images"].get(ids["b_small.png"])["phash"]) <= 4
+    assert [len(g.photos) for g in find_duplicates(library, radius=64, min_cosine=0.99)] == [3]
+
+    # As if b_small were another picture that CLIP finds just as close: pHash keeps it out.
+    flipped = f"{int(stored, 16) ^ (2**64 - 1):016x}"
+    with library.store.transaction():
+        library.store.set_phash(ids["b_small.png"], flipped)
+        library.store.db["images"].update(ids["c_copy.png"], {"phash": None})  # indexed before pHash was kept
+    groups = find_duplicates(library, radius=64, min_cosine=0.99)
+    assert [sorted(os.path.basename(p) for p in g.photos) for g in groups] == [["a.png", "c_copy.png"]]
+    assert library.store.db["images"].get(ids["c_copy.png"])["phash"] == stored  # computed and kept
+    assert len(find_duplicates(library, radius=64, min_cosine=0.99, max_phash_distance=64)[0].photos) == 3
 
 
 def test_duplicates_of_an_empty_library_is_one_clear_error(tmp_path):

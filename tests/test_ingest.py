@@ -196,6 +196,27 @@ if __name__ == "__main__":  # decoding workers are spawned and re-import this fi
 """
 
 
+def children_of(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (read from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == str(pid):
+            found.append(int(stat.parent.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    """True while `pid` runs (a zombie waiting for init to reap it has stopped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def wait_until(database: Path, proc: subprocess.Popen, *, runs: int, photos: int, timeout: float = 60.0) -> None:
     """Poll the library until `runs` index runs have started and `photos` photos are committed."""
     import sqlite3
@@ -228,6 +249,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     rng = np.random.default_rng(0)
     committed = 0
+    orphans: set[int] = set()
     for run in range(1, 6):
         proc = subprocess.Popen(
             [sys.executable, str(script), str(home), str(photos)],
@@ -240,13 +262,20 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
         target = int(rng.integers(committed, max(committed + 1, total - 2 * batch)))
         wait_until(home / "library.db", proc, runs=run, photos=target)
         time.sleep(rng.uniform(0.0, 0.1))
+        workers = children_of(proc.pid)
         proc.kill()
         proc.wait()
+        orphans.update(workers)
         committed = open_library(home).store.count_images("ok")
     done = subprocess.run(
         [sys.executable, str(script), str(home), str(photos)], env=env, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
+    assert orphans, "no decoder worker was running at any kill"
+    deadline = time.monotonic() + 10
+    while any(running(pid) for pid in orphans) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in orphans if running(pid)], "decoder workers outlived the killed run"
     library = open_library(home)
     assert library.store.integrity_ok()
     rows = list(library.store.db["images"].rows)

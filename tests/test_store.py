@@ -16,6 +16,7 @@ def image(path):
         "format": "JPEG",
         "status": "ok",
         "error": None,
+        "phash": None,
     }
 
 
