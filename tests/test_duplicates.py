@@ -83,3 +83,16 @@ def test_pair_scores_by_hand():
     assert pair_scores(truth, truth) == (1.0, 1.0)
     precision, recall = pair_scores([["a", "b"], ["c", "d"]], truth)  # pairs ab (right) and cd (wrong)
     assert (precision, recall) == (0.5, 0.25)
+
+
+def test_bench_duplicates_keeps_other_framings_out_on_both_sets(tmp_path):
+    """The benchmark end to end (fake encoder): re-encoded and resized copies are found, another
+    framing of the same subject never joins a group, on the tuning set and the held-out one."""
+    out = CliRunner().invoke(main, ["--encoder", "fake", "bench", "duplicates", "--out", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    result = json.loads((tmp_path / "duplicates_bench.json").read_text())
+    for figures in (result, result["held_out"]):
+        assert figures["other_framings_grouped"] == 0.0
+        assert figures["copies_found"]["reencoded"] == figures["copies_found"]["resized"] == 1.0
+        assert 0.0 < figures["recall"] <= 1.0 and 0.0 < figures["precision"] <= 1.0
+    assert (tmp_path / "duplicates_bench.md").read_text().count("|") > 20  # the sweep table
