@@ -184,21 +184,20 @@ def phash_distance(a: str, b: str) -> int:
 Image.MAX_IMAGE_PIXELS = None
 
 
-def lower_priority() -> None:
+def lower_priority(parent: int | None = None) -> None:
     """Decoder worker processes run at a lower priority (their initializer; it lives here, not
     in ingest, so that a worker imports nothing heavier than this module). The encoder's threads
     work in lockstep, each layer waiting for its slowest thread, so a decoder preempting one of
     them stalls both; at a lower priority the decoders fill the cores whenever the encoder pauses.
 
-    They also die with the indexing process: killed (SIGKILL, the OOM killer), it cannot shut
-    its pool down, and its workers would wait on their pipes forever."""
+    They also die with the indexing process (`parent`, its pid): killed (SIGKILL, the OOM
+    killer), it cannot shut its pool down, and its workers would wait on their pipes forever."""
     if hasattr(os, "nice"):
         os.nice(10)
     if sys.platform.startswith("linux"):
-        parent = os.getppid()
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:  # the parent died before the line above
+        if parent is not None and os.getppid() != parent:  # it died while this worker was starting
             os._exit(1)
 
 

@@ -183,7 +183,9 @@ def decoded_stream(
     context = multiprocessing.get_context("spawn")  # fork would copy torch's threads into the workers
 
     def new_pool() -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=lower_priority)
+        return ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=lower_priority, initargs=(os.getpid(),)
+        )
 
     pool = new_pool()
     pending: deque = deque()
