@@ -12,7 +12,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,scale]'
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(BIN)/hashlens bench search --out $(OUT)/search
 	$(BIN)/hashlens --encoder random bench train --out $(OUT)/train
 	$(BIN)/hashlens --encoder random bench duplicates --out $(OUT)/duplicates
+	$(BIN)/hashlens bench scale --out $(OUT)/scale
 	$(BIN)/hashlens bench clip --out $(OUT)/clip
 
 app: $(STAMP)

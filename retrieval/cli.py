@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from retrieval.config import (
+    BACKENDS,
     DUPLICATE_MAX_PHASH_DISTANCE,
     DUPLICATE_MIN_COSINE,
     DUPLICATE_RADIUS,
@@ -30,12 +31,14 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from models.clip import WeightsUnavailable
     from retrieval.ingest import IngestError
     from retrieval.library import NoHashModel
+    from retrieval.milvus_index import MilvusUnavailable
     from retrieval.search import EmptyLibrary
     from retrieval.store import StoreError
     from retrieval.supervision import NothingToTrain
 
     return (
         WeightsUnavailable,
+        MilvusUnavailable,
         StoreError,
         BenchError,
         IngestError,
@@ -63,10 +66,23 @@ DEFAULT_WIKI = "../shared/datasets/wiki/wikiData.mat"
     type=click.Choice(PRECISIONS),
     help="CLIP weights in fp32 or bf16; auto: bf16 where the CPU has bf16 hardware [env HASHLENS_PRECISION].",
 )
+@click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    help="Where codes are searched: sqlite (FAISS) or milvus; remembered [env HASHLENS_BACKEND].",
+)
+@click.option("--milvus-uri", help="A milvus-lite file or a server URL, http://host:19530 [env HASHLENS_MILVUS_URI].")
 @click.pass_context
-def main(ctx: click.Context, home, encoder, weights, precision) -> None:
+def main(ctx: click.Context, home, encoder, weights, precision, backend, milvus_uri) -> None:
     """hashlens: find photos by tags, and tags for photos."""
-    ctx.obj = {"home": home, "encoder": encoder, "weights": weights, "precision": precision}
+    ctx.obj = {
+        "home": home,
+        "encoder": encoder,
+        "weights": weights,
+        "precision": precision,
+        "backend": backend,
+        "milvus_uri": milvus_uri,
+    }
 
 
 def open_library(ctx: click.Context, **overrides):
@@ -443,7 +459,10 @@ def stats_command(ctx, as_json) -> None:
         click.echo(json.dumps(stats, indent=1))
         return
     warn_demo(library)
-    click.echo(f"photos: {stats['photos']}  tags: {stats['tags']}  encoder: {stats['encoder']} ({stats['precision']})")
+    click.echo(
+        f"photos: {stats['photos']}  tags: {stats['tags']}  encoder: {stats['encoder']} ({stats['precision']})  "
+        f"backend: {stats['backend']}"
+    )
     click.echo("formats: " + (", ".join(f"{k} {v}" for k, v in sorted(stats["formats"].items())) or "none"))
     memory = stats["index_memory_bytes"] / stats["indexed"] if stats["indexed"] else 0.0
     click.echo(
@@ -541,6 +560,22 @@ def bench_train(ctx, out_dir, photos, tags) -> None:
 
     try:
         run_train_bench(out_dir, encoder=ctx.obj["encoder"] or "random", photos=photos, tags=tags)
+    except user_errors() as e:
+        raise click.ClickException(str(e)) from e
+
+
+@bench.command("scale")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--codes", default=1_000_000, show_default=True, type=click.IntRange(100), help="Codes to search.")
+@click.option("--queries", default=200, show_default=True, type=click.IntRange(10))
+def bench_scale(out_dir, codes, queries) -> None:
+    """Milvus (lite) against FAISS: top-10 latency over the same codes and queries, Milvus' insert rate."""
+    from bench.scale import run_scale_bench
+    from retrieval.milvus_index import require_milvus
+
+    try:
+        require_milvus()
+        run_scale_bench(out_dir, codes=codes, queries=queries)
     except user_errors() as e:
         raise click.ClickException(str(e)) from e
 

@@ -14,6 +14,9 @@ ENV_HOME = "HASHLENS_HOME"  # library folder
 ENV_ENCODER = "HASHLENS_ENCODER"  # openclip | random | fake
 ENV_WEIGHTS = "HASHLENS_WEIGHTS"  # pretrained tag, checkpoint file or local-dir:FOLDER
 ENV_PRECISION = "HASHLENS_PRECISION"  # auto | fp32 | bf16
+ENV_BACKEND = "HASHLENS_BACKEND"  # sqlite | milvus
+ENV_MILVUS_URI = "HASHLENS_MILVUS_URI"  # a milvus-lite file or a server URL
+BACKENDS = ("sqlite", "milvus")  # where the codes are searched: FAISS beside SQLite, or Milvus
 # hashlens duplicates: candidates within this code radius, confirmed by CLIP's cosine (it rules out
 # unrelated pictures) and by the perceptual hash. pHash bits (of 64) copies differ by in bench
 # duplicates' first set: re-encodes and resizes 0–4, 4% crops and 2° rotations about 11 (up to 26),
@@ -50,6 +53,8 @@ class Settings:
     precision: str = "auto"  # CLIP towers' weights: auto, fp32 or bf16
     workers: int | None = None  # decoding processes (None: one per core)
     max_megapixels: float = 100.0  # larger images are refused (decompression-bomb guard)
+    backend: str | None = None  # sqlite or milvus; None: the one the library was built with
+    milvus_uri: str | None = None  # None: the library's own milvus-lite file (home/milvus.db)
 
     @classmethod
     def resolve(
@@ -59,6 +64,8 @@ class Settings:
         encoder: str | None = None,
         weights: str | None = None,
         precision: str | None = None,
+        backend: str | None = None,
+        milvus_uri: str | None = None,
         **overrides,
     ) -> Settings:
         """Explicit options first, then environment variables, then defaults."""
@@ -70,7 +77,19 @@ class Settings:
         precision = precision or os.environ.get(ENV_PRECISION) or "auto"
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-        return cls(home=home, encoder=encoder, weights=weights, precision=precision, **overrides)
+        backend = backend or os.environ.get(ENV_BACKEND) or None
+        if backend is not None and backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        milvus_uri = milvus_uri or os.environ.get(ENV_MILVUS_URI) or None
+        return cls(
+            home=home,
+            encoder=encoder,
+            weights=weights,
+            precision=precision,
+            backend=backend,
+            milvus_uri=milvus_uri,
+            **overrides,
+        )
 
     def with_encoder(self, encoder: str, weights: str | None = None) -> Settings:
         return replace(self, encoder=encoder, weights=weights or self.weights)
@@ -78,6 +97,10 @@ class Settings:
     @property
     def database_path(self) -> Path:
         return self.home / "library.db"
+
+    @property
+    def default_milvus_uri(self) -> str:
+        return str(self.home / "milvus.db")
 
     @property
     def index_path(self) -> Path:

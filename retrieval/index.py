@@ -33,6 +33,20 @@ def content_checksum(ids: np.ndarray, codes: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def nearest_by_distance_then_id(knn, radius, code: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest to `code` by (Hamming distance, id): every backend cuts ties at the k-th
+    distance the same way, so a shortlist (and what its re-rank finds) does not depend on where
+    the codes are kept. Codes are short, so ties are common; the photos at the k-th distance are
+    fetched with a radius search only when some of them would fall past the cut."""
+    dist, ids = knn(code, k + 1)
+    if len(ids) <= k or dist[k] > dist[k - 1]:
+        dist, ids = dist[:k], ids[:k]
+    else:
+        dist, ids = radius(code, int(dist[k - 1]))
+    order = np.lexsort((ids, dist))[:k]
+    return dist[order], ids[order]
+
+
 class CodeIndex:
     """Hamming search over packed codes [n, bits/8] keyed by int64 ids."""
 
@@ -110,8 +124,10 @@ class CodeIndex:
     # --- search ----------------------------------------------------------------------------
 
     def knn(self, code: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The k nearest items to one packed code: (distances, ids), nearest first."""
-        return self.searcher.knn(code, k)
+        """The k nearest items to one packed code: (distances, ids), nearest first, ties by id."""
+        if k <= 0:
+            return np.zeros(0, np.int32), np.zeros(0, np.int64)
+        return nearest_by_distance_then_id(self.searcher.knn, self.searcher.radius, code, k)
 
     def radius(self, code: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
         """Every item within Hamming distance r of one packed code: (distances, ids), nearest first."""

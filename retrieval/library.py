@@ -7,7 +7,9 @@ Opening a Library is cheap: the encoder (a CLIP model) loads on first use, and t
 from __future__ import annotations
 
 import json
+import uuid
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,20 @@ class Library:
             with self.store.transaction():
                 self.store.set_meta("encoder", settings.encoder)
                 self.store.set_meta("weights", settings.weights)
+        # The backend, like the encoder: as asked, else the one the library was built with.
+        backend = settings.backend or self.store.get_meta("backend") or "sqlite"
+        milvus_uri = settings.milvus_uri or self.store.get_meta("milvus_uri") or settings.default_milvus_uri
+        if backend == "milvus":
+            from retrieval.milvus_index import require_milvus
+
+            require_milvus()
+        if (backend, milvus_uri) != (self.store.get_meta("backend"), self.store.get_meta("milvus_uri")):
+            with self.store.transaction():
+                self.store.set_meta("backend", backend)
+                self.store.set_meta("milvus_uri", milvus_uri)
+                if self.store.get_meta("library_id") is None:  # names its collections on a shared server
+                    self.store.set_meta("library_id", uuid.uuid4().hex[:12])
+        settings = replace(settings, backend=backend, milvus_uri=milvus_uri)
         self.settings = settings
         self._encoder = encoder
         self._vocabulary = vocabulary  # tags known without being in the library (None: the shipped list)
@@ -120,10 +136,27 @@ class Library:
         if self._index is None or self._index.model_id != model_id:
             self._index_version = self.store.codes_version(model_id)
             ids, codes = self.store.codes(model_id)
-            self._index, _ = CodeIndex.open(
-                self.settings.index_path, bits=model.config.bits, model_id=model_id, ids=ids, codes=codes
-            )
+            self._index = self._open_index(model_id, model.config.bits, ids, codes)
         return self._index
+
+    def _open_index(self, model_id: int, bits: int, ids: np.ndarray, codes: np.ndarray):
+        """The code index of the library's backend, checked against SQLite's (ids, codes)."""
+        if self.settings.backend == "milvus":
+            from retrieval.milvus_index import MilvusCodeIndex
+
+            index, _ = MilvusCodeIndex.open(
+                self.settings.milvus_uri,
+                library_id=self.store.get_meta("library_id"),
+                bits=bits,
+                model_id=model_id,
+                dim=self.store.embedding_dim(self.encoder_name) or self.encoder.dim,
+                ids=ids,
+                codes=codes,
+                embeddings_of=lambda part: self.store.embeddings_of(self.encoder_name, part),
+            )
+            return index
+        index, _ = CodeIndex.open(self.settings.index_path, bits=bits, model_id=model_id, ids=ids, codes=codes)
+        return index
 
     def tag_table(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
         """(names, text embeddings, packed codes, relaxed codes) of the tag vocabulary under the
@@ -174,7 +207,9 @@ class Library:
             )
             self.store.put_codes(model_id, ids, codes)
         self._model = (model_id, model)
-        self._index = CodeIndex.build(model.config.bits, model_id, ids, codes)
+        self._index = None
+        self._index_version = self.store.codes_version(model_id)
+        self._index = self._open_index(model_id, model.config.bits, ids, codes)
         self.save_index()
         return model_id
 
@@ -188,7 +223,7 @@ class Library:
         such as the app, calls this once; the first searches are otherwise several times slower)."""
         index = self.index
         if index is not None:
-            index.searcher.knn(np.zeros(index.bits // 8, np.uint8), 1)  # built and compiled on first use
+            index.knn(np.zeros(index.bits // 8, np.uint8), 1)  # search tables built and compiled on first use
         self.store.db.execute("select sum(length(vector)) from embeddings where encoder = ?", [self.encoder_name])
 
     def similarities(self, ids: np.ndarray, vector: np.ndarray) -> np.ndarray:
@@ -197,7 +232,9 @@ class Library:
         einsum rather than `@`: for a few hundred rows and up, numpy's `@` wakes OpenBLAS's
         threads, which then spin on the cores the CLIP encoder needs next (measured: the next
         text encoding 31 → 97 ms on 2 cores)."""
-        return np.einsum("ij,j->i", self.store.embeddings_of(self.encoder_name, ids), vector)
+        index = self._index if self.settings.backend == "milvus" else None  # Milvus holds the re-rank vectors
+        vectors = index.embeddings_of(ids) if index is not None else self.store.embeddings_of(self.encoder_name, ids)
+        return np.einsum("ij,j->i", vectors, vector)
 
     def embed_photo(self, photo: str | Path) -> tuple[int | None, np.ndarray]:
         """(library id or None, embedding [dim]) of a photo; decoded only when not in the library."""
@@ -220,7 +257,8 @@ class Library:
         photos = store.count_images("ok")
         formats = Counter(r[0] for r in store.db.execute("select format from images where status = 'ok'"))
         index = self.index
-        index_bytes = self.settings.index_path.stat().st_size if index is not None else 0
+        on_disk = self.settings.index_path if self.settings.backend == "sqlite" else None
+        index_bytes = on_disk.stat().st_size if index is not None and on_disk and on_disk.exists() else 0
         current = store.current_model(self.encoder_name)
         models = [
             {"id": r["id"], "encoder": r["encoder"], "bits": r["bits"], "created_at": r["created_at"]}
@@ -235,6 +273,7 @@ class Library:
             "encoder": self.encoder_name,
             "demo_encoder": self.is_demo,
             "precision": self.precision,
+            "backend": self.settings.backend,
             "hash_model": current["id"] if current else None,
             "indexed": index.ntotal if index is not None else 0,
             "index_bytes": index_bytes,

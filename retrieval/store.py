@@ -386,6 +386,11 @@ class Store:
             out.update(self.db.execute(sql.format(ids=",".join("?" * len(chunk))), [*params, *chunk]).fetchall())
         return out
 
+    def embedding_dim(self, encoder: str) -> int | None:
+        """Length of the encoder's stored embeddings (None before the first)."""
+        row = self.db.execute("select length(vector) from embeddings where encoder = ? limit 1", [encoder]).fetchone()
+        return row[0] // 2 if row else None  # float16
+
     def embeddings_of(self, encoder: str, ids: np.ndarray) -> np.ndarray:
         """float32 vectors [n, dim] of `ids`, in that order."""
         ids = [int(i) for i in ids]

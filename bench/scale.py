@@ -1,0 +1,87 @@
+"""`hashlens bench scale`: the Milvus backend against the FAISS one, same codes, same queries.
+
+Codes drawn like a sparse model's (few ones, many photos sharing one); the queries are codes of
+photos in the collection. Both answer the exact top 10 (milvus-lite's BIN_FLAT, the library's
+multi-index over FAISS codes), timed one query at a time; Milvus' insert rate is reported too.
+The Ray ingest half of the benchmark is not built yet (README, Where it falls short).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.index import CodeIndex
+from retrieval.milvus_index import MilvusCodeIndex
+
+BITS = 64
+DIM = 8  # re-rank vectors kept tiny: the codes are what is timed
+
+
+def sparse_codes(rng: np.random.Generator, n: int, bits: int = BITS) -> np.ndarray:
+    protos = rng.random((max(1, n // 8), bits)) < 6 / bits
+    rows = protos[rng.integers(0, len(protos), n)] ^ (rng.random((n, bits)) < 0.5 / bits)
+    return np.packbits(rows, axis=1)
+
+
+def _p50_ms(search, queries: np.ndarray) -> float:
+    search(queries[0])  # warm: tables built, collection loaded
+    times = []
+    for q in queries:
+        start = time.perf_counter()
+        search(q)
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.median(times))
+
+
+def run_scale_bench(out: str | Path, *, codes: int = 1_000_000, queries: int = 200, log=None) -> dict:
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    ids = np.arange(1, codes + 1, dtype=np.int64)
+    packed = sparse_codes(rng, codes)
+    asked = packed[rng.integers(0, codes, queries)]
+    faiss_index = CodeIndex.build(BITS, 1, ids, packed)
+    faiss_ms = _p50_ms(lambda q: faiss_index.knn(q, 10), asked)
+    log(f"faiss: top-10 p50 {faiss_ms:.3f} ms over {codes:,} codes")
+
+    uri = out / "milvus.db"
+    shutil.rmtree(uri, ignore_errors=True)
+    uri.unlink(missing_ok=True)
+    zeros = np.zeros((1, DIM), np.float32)
+    start = time.perf_counter()
+    milvus, _ = MilvusCodeIndex.open(
+        str(uri),
+        library_id="bench",
+        bits=BITS,
+        model_id=1,
+        dim=DIM,
+        ids=ids,
+        codes=packed,
+        embeddings_of=lambda part: np.repeat(zeros, len(part), axis=0),
+    )
+    insert_s = time.perf_counter() - start
+    log(f"milvus-lite: {codes:,} codes inserted in {insert_s:.1f} s")
+    milvus_ms = _p50_ms(lambda q: milvus.knn(q, 10), asked)
+    same = sum(faiss_index.knn(q, 10)[0].tolist() == milvus.knn(q, 10)[0].tolist() for q in asked[:50]) / min(
+        50, len(asked)
+    )
+    log(f"milvus-lite: top-10 p50 {milvus_ms:.3f} ms; same top-10 distances for {same:.0%} of queries")
+    result = {
+        "codes": codes,
+        "bits": BITS,
+        "queries": len(asked),
+        "faiss_top10_ms_p50": faiss_ms,
+        "milvus_top10_ms_p50": milvus_ms,
+        "milvus_insert_codes_per_s": codes / insert_s,
+        "same_top10_distances": same,
+        "milvus": "milvus-lite (BIN_FLAT)",
+    }
+    (out / "scale_bench.json").write_text(json.dumps(result, indent=1))
+    return result

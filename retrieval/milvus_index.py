@@ -1,0 +1,192 @@
+"""The code index in Milvus, for libraries past one machine's FAISS index: the same interface as
+`CodeIndex` (add, remove, knn, radius, ids, codes), one collection per hash model holding each
+photo's code (BINARY_VECTOR, HAMMING) and its embedding (FLOAT16_VECTOR) for the re-rank.
+
+The URI is a milvus-lite file (one process, BIN_FLAT: exact) or a server (`http://host:19530`,
+BIN_IVF_FLAT). SQLite stays the library's record of photos, tags and codes; the collection is
+checked against it when opened and rebuilt when they disagree, as the FAISS file is.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import numpy as np
+
+from retrieval.index import content_checksum, nearest_by_distance_then_id
+
+try:  # the optional extra: pip install 'hashlens[scale]'
+    from pymilvus import DataType, MilvusClient
+except ImportError:  # pragma: no cover - depends on the extra
+    MilvusClient = None
+
+INSERT_BATCH = 2_000  # rows per insert call
+MAX_RESULTS = 16_384  # Milvus' cap on results per search (topk, and a range search's limit)
+
+
+class MilvusUnavailable(RuntimeError):
+    """--backend milvus without the `scale` extra installed."""
+
+
+def require_milvus() -> None:
+    if MilvusClient is None:
+        raise MilvusUnavailable(
+            "the Milvus backend needs the scale extra: pip install 'hashlens[scale]' (pymilvus, milvus-lite)"
+        )
+
+
+def collection_name(library_id: str, model_id: int) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", f"hashlens_{library_id}_model{model_id}")
+
+
+class MilvusCodeIndex:
+    def __init__(
+        self,
+        client,
+        name: str,
+        bits: int,
+        model_id: int | None,
+        dim: int,
+        embeddings_of: Callable[[np.ndarray], np.ndarray],
+    ) -> None:
+        self.client, self.name, self.bits, self.model_id, self.dim = client, name, bits, model_id, dim
+        self._embeddings_of = embeddings_of  # the stored embeddings of ids, for the re-rank field
+
+    # --- building --------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        uri: str,
+        *,
+        library_id: str,
+        bits: int,
+        model_id: int,
+        dim: int,
+        ids: np.ndarray,
+        codes: np.ndarray,
+        embeddings_of: Callable[[np.ndarray], np.ndarray],
+    ) -> tuple[MilvusCodeIndex, bool]:
+        """The model's collection if it holds SQLite's (ids, codes), else rebuilt from them.
+        Returns (index, rebuilt)."""
+        require_milvus()
+        client = MilvusClient(uri)
+        index = cls(client, collection_name(library_id, model_id), bits, model_id, dim, embeddings_of)
+        if client.has_collection(index.name):
+            client.load_collection(index.name)
+            if index.ntotal == len(ids) and content_checksum(index.ids(), index.codes()) == content_checksum(
+                ids, codes
+            ):
+                return index, False
+            client.drop_collection(index.name)
+        index._create(server=not uri.endswith(".db"))
+        index.add(ids, codes)
+        return index, True
+
+    def _create(self, *, server: bool) -> None:
+        schema = MilvusClient.create_schema(auto_id=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("code", DataType.BINARY_VECTOR, dim=self.bits)
+        schema.add_field("embedding", DataType.FLOAT16_VECTOR, dim=self.dim)
+        params = self.client.prepare_index_params()
+        if server:
+            params.add_index("code", index_type="BIN_IVF_FLAT", metric_type="HAMMING", params={"nlist": 1024})
+        else:
+            params.add_index("code", index_type="BIN_FLAT", metric_type="HAMMING")
+        params.add_index("embedding", index_type="FLAT", metric_type="IP")
+        self.client.create_collection(self.name, schema=schema, index_params=params)
+        self.client.load_collection(self.name)
+
+    def add(self, ids: np.ndarray, codes: np.ndarray) -> None:
+        """Add or replace the codes (and re-rank embeddings) of `ids`."""
+        ids = np.asarray(ids, np.int64)
+        codes = np.ascontiguousarray(codes, np.uint8)
+        for start in range(0, len(ids), INSERT_BATCH):
+            part = ids[start : start + INSERT_BATCH]
+            vectors = np.asarray(self._embeddings_of(part), np.float16)
+            rows = [
+                {"id": int(i), "code": c.tobytes(), "embedding": v}
+                for i, c, v in zip(part, codes[start : start + INSERT_BATCH], vectors)
+            ]
+            self.client.upsert(self.name, rows)
+
+    def remove(self, ids: np.ndarray) -> None:
+        ids = [int(i) for i in np.asarray(ids, np.int64)]
+        for start in range(0, len(ids), INSERT_BATCH):
+            self.client.delete(self.name, ids=ids[start : start + INSERT_BATCH])
+
+    def save(self, path=None) -> None:
+        """Milvus persists every change itself: nothing to write."""
+
+    # --- contents --------------------------------------------------------------------------
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.client.query(self.name, filter="", output_fields=["count(*)"])[0]["count(*)"])
+
+    def _rows(self, fields: list[str]) -> list[dict]:
+        iterator = self.client.query_iterator(self.name, batch_size=INSERT_BATCH, filter="", output_fields=fields)
+        rows = []
+        while batch := iterator.next():
+            rows.extend(batch)
+        iterator.close()
+        return rows
+
+    def _ids_and_codes(self) -> tuple[np.ndarray, np.ndarray]:
+        rows = sorted(self._rows(["id", "code"]), key=lambda r: r["id"])
+        ids = np.array([r["id"] for r in rows], np.int64)
+        codes = np.array([np.frombuffer(_binary(r["code"]), np.uint8) for r in rows], np.uint8)
+        return ids, codes.reshape(len(ids), self.bits // 8)
+
+    def ids(self) -> np.ndarray:
+        return self._ids_and_codes()[0]
+
+    def codes(self) -> np.ndarray:
+        """Packed codes [n, bits/8], in the order of ids()."""
+        return self._ids_and_codes()[1]
+
+    def nbytes(self) -> int:
+        """Bytes this process holds for searching: none, Milvus holds the codes."""
+        return 0
+
+    def embeddings_of(self, ids: np.ndarray) -> np.ndarray:
+        """The re-rank embeddings of `ids` [n, dim], in that order."""
+        ids = [int(i) for i in ids]
+        rows = {r["id"]: r["embedding"] for r in self.client.get(self.name, ids=ids, output_fields=["embedding"])}
+        return np.array([np.frombuffer(_binary(rows[i]), np.float16) for i in ids], np.float32)
+
+    # --- search ----------------------------------------------------------------------------
+
+    def _search(self, code: np.ndarray, limit: int, radius: int | None) -> tuple[np.ndarray, np.ndarray]:
+        params: dict = {"metric_type": "HAMMING"}
+        if radius is not None:
+            params["params"] = {"radius": radius + 1, "range_filter": 0}  # distance in [0, radius]
+        hits = self.client.search(
+            self.name,
+            [np.ascontiguousarray(code, np.uint8).tobytes()],
+            anns_field="code",
+            limit=limit,
+            search_params=params,
+        )[0]
+        found = sorted((int(h["distance"]), int(h["id"])) for h in hits)  # ties by id
+        return np.array([d for d, _ in found], np.int32), np.array([i for _, i in found], np.int64)
+
+    def knn(self, code: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest photos to one packed code: (distances, ids), nearest first, ties by id
+        as in the FAISS backend."""
+        k = min(k, MAX_RESULTS - 1)
+        if k <= 0:
+            return np.zeros(0, np.int32), np.zeros(0, np.int64)
+        return nearest_by_distance_then_id(lambda c, n: self._search(c, n, None), self.radius, code, k)
+
+    def radius(self, code: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every photo within Hamming distance r (at most MAX_RESULTS), nearest first."""
+        if r < 0:
+            return np.zeros(0, np.int32), np.zeros(0, np.int64)
+        return self._search(code, MAX_RESULTS, r)
+
+
+def _binary(value) -> bytes:
+    """A BINARY/FLOAT16 vector as Milvus returns it: bytes, or a list holding them."""
+    return value[0] if isinstance(value, list) else bytes(value)

@@ -1,0 +1,199 @@
+"""The same library on both backends: codes searched by FAISS beside SQLite, or in Milvus
+(milvus-lite here, the `scale` extra that make test installs). Same answers, same commands."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from bench.synthetic import AlignedConcepts, AlignedEncoder, fill_library, synthetic_photo
+from models.sparsehash import SparseHash, SparseHashConfig
+from retrieval.cli import main
+from retrieval.config import Settings
+from retrieval.index import CodeIndex
+from retrieval.library import Library
+from retrieval.search import search, similar
+from retrieval.vocabulary import shipped_vocabulary
+
+pytest.importorskip("pymilvus", reason="the scale extra (make test installs it)")
+from retrieval.milvus_index import MilvusCodeIndex  # noqa: E402
+
+BACKENDS = ("sqlite", "milvus")
+
+
+def sparse_codes(rng, n: int, bits: int) -> np.ndarray:
+    """Codes like a sparse model's: few ones, many photos sharing one (ties in Hamming distance)."""
+    protos = rng.random((n // 6, bits)) < 6 / bits
+    rows = protos[rng.integers(0, len(protos), n)] ^ (rng.random((n, bits)) < 1 / bits)
+    return np.packbits(rows, axis=1)
+
+
+def test_milvus_index_answers_as_the_faiss_index_does(tmp_path):
+    rng = np.random.default_rng(0)
+    ids = rng.permutation(5000)[:1200].astype(np.int64) + 1
+    codes = sparse_codes(rng, len(ids), 64)
+    vectors = {int(i): rng.standard_normal(16).astype(np.float32) for i in ids}
+    faiss_index = CodeIndex.build(64, 1, ids, codes)
+    milvus, rebuilt = MilvusCodeIndex.open(
+        str(tmp_path / "milvus.db"),
+        library_id="t",
+        bits=64,
+        model_id=1,
+        dim=16,
+        ids=ids,
+        codes=codes,
+        embeddings_of=lambda part: np.stack([vectors[int(i)] for i in part]),
+    )
+    assert rebuilt and milvus.ntotal == len(ids)
+    for q in range(20):
+        query = codes[q * 37]
+        for r in (0, 3, 8):
+            d_f, i_f = faiss_index.radius(query, r)
+            d_m, i_m = milvus.radius(query, r)
+            assert sorted(zip(d_f.tolist(), i_f.tolist())) == list(zip(d_m.tolist(), i_m.tolist()))
+        for k in (1, 10, 100):
+            d_f, i_f = faiss_index.knn(query, k)
+            d_m, i_m = milvus.knn(query, k)
+            assert (d_f.tolist(), i_f.tolist()) == (d_m.tolist(), i_m.tolist())  # exact, ties by id
+    assert np.allclose(milvus.embeddings_of(ids[:5]), np.stack([vectors[int(i)] for i in ids[:5]]), atol=1e-2)
+
+    milvus.remove(ids[:10])
+    changed = codes[10:12] ^ np.uint8(0xFF)
+    milvus.add(ids[10:12], changed)
+    assert milvus.ntotal == len(ids) - 10
+    assert milvus.radius(changed[0], 0)[1].tolist()[:1] in ([int(ids[10])], [int(ids[11])])
+    # Reopened against SQLite's (unchanged) codes: it disagrees, so it is rebuilt from them.
+    again, rebuilt = MilvusCodeIndex.open(
+        str(tmp_path / "milvus.db"),
+        library_id="t",
+        bits=64,
+        model_id=1,
+        dim=16,
+        ids=ids,
+        codes=codes,
+        embeddings_of=lambda part: np.stack([vectors[int(i)] for i in part]),
+    )
+    assert rebuilt and again.ntotal == len(ids)
+    assert not MilvusCodeIndex.open(
+        str(tmp_path / "milvus.db"),
+        library_id="t",
+        bits=64,
+        model_id=1,
+        dim=16,
+        ids=ids,
+        codes=codes,
+        embeddings_of=lambda part: np.stack([vectors[int(i)] for i in part]),
+    )[1]
+
+
+@pytest.fixture(scope="module")
+def synthetic_home(tmp_path_factory) -> tuple[Path, AlignedConcepts]:
+    """A library of 1,000 synthetic photos, half tagged, with a hash model: large enough that
+    the re-rank shortlist (k·50) does not cover it for k = 10."""
+    home = tmp_path_factory.mktemp("synthetic") / "home"
+    concepts = AlignedConcepts(shipped_vocabulary()[:30], dim=32, seed=3, image_noise=0.8)
+    library = Library(Settings.resolve(home=home, encoder="fake"), encoder=AlignedEncoder(concepts))
+    vectors, labels = concepts.photos(1000, seed=4)
+    fill_library(library, vectors, labels, tagged=np.arange(1000) < 500)
+    torch.manual_seed(0)
+    model = SparseHash(SparseHashConfig(image_dim=32, text_dim=32, bits=64, tau_init=0.0)).eval()
+    library.install_model(model)
+    library.store.db.close()
+    return home, concepts
+
+
+@pytest.fixture(params=BACKENDS)
+def library_on(request, synthetic_home, tmp_path) -> Library:
+    home, concepts = synthetic_home
+    copy = tmp_path / "home"
+    shutil.copytree(home, copy)
+    settings = Settings.resolve(home=copy, backend=request.param, milvus_uri=str(tmp_path / "milvus.db"))
+    return Library(settings, encoder=AlignedEncoder(concepts))
+
+
+def ranking(results) -> list:
+    return [(r.path, r.tagged, round(r.score, 4)) for r in results]
+
+
+def answers(library: Library, concepts: AlignedConcepts) -> list:
+    out = []
+    for query in concepts.names[:8] + [f"{concepts.names[0]}, {concepts.names[1]}"]:
+        for rerank in (True, False):
+            out.append(ranking(search(library, query, k=10, rerank=rerank)))
+        out.append(sorted(r.path for r in search(library, query, k=10, radius=6)))
+    for photo in ("/synthetic/photo_0000001.jpg", "/synthetic/photo_0000300.jpg"):
+        out.append(ranking(similar(library, photo, k=10)))
+    return out
+
+
+def test_both_backends_give_the_same_top_results(library_on, synthetic_home):
+    _, concepts = synthetic_home
+    assert library_on.stats()["backend"] == library_on.settings.backend
+    assert library_on.index.ntotal == 1000
+    reference = Library(Settings.resolve(home=library_on.settings.home, backend="sqlite"), encoder=library_on._encoder)
+    assert answers(library_on, concepts) == answers(reference, concepts)
+
+
+def test_the_library_remembers_its_backend(tmp_path):
+    Library(Settings.resolve(home=tmp_path, encoder="fake", backend="milvus", milvus_uri=str(tmp_path / "m.db")))
+    again = Library(Settings.resolve(home=tmp_path))
+    assert (again.settings.backend, again.settings.milvus_uri) == ("milvus", str(tmp_path / "m.db"))
+
+
+@pytest.fixture(scope="module")
+def milvus_cli_home(tmp_path_factory) -> tuple[Path, Path]:
+    """A library made through the CLI with --backend milvus: 24 photos tagged red or blue."""
+    root = tmp_path_factory.mktemp("milvus_cli")
+    photos = root / "photos"
+    photos.mkdir()
+    lines = ["path,tags"]
+    for i in range(24):
+        synthetic_photo(i, (96, 72)).save(photos / f"p{i:02d}.jpg")
+        lines.append(f"p{i:02d}.jpg,{'red' if i % 2 else 'blue'}")
+    (photos / "tags.csv").write_text("\n".join(lines))
+    home, uri, tags = root / "home", str(root / "codes.db"), str(photos / "tags.csv")
+    cli(home, "--encoder", "fake", "--backend", "milvus", "--milvus-uri", uri, "index", str(photos), "--tags", tags)
+    cli(home, "train", "--bits", "32")
+    return home, photos
+
+
+def cli(home: Path, *args: str):
+    result = CliRunner().invoke(main, ["--home", str(home), *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_cli_on_a_milvus_library(milvus_cli_home):
+    home, photos = milvus_cli_home
+    assert json.loads(cli(home, "stats", "--json").stdout)["backend"] == "milvus"  # remembered
+    found = json.loads(cli(home, "search", "red", "-k", "5", "--json").stdout)
+    assert len(found) == 5 and all(r["tagged"] for r in found)
+    assert len(json.loads(cli(home, "similar", str(photos / "p00.jpg"), "-k", "3", "--json").stdout)) == 3
+    assert json.loads(cli(home, "tag", str(photos / "p01.jpg"), "--json").stdout)
+
+
+def test_search_page_on_a_milvus_library(milvus_cli_home, monkeypatch):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    home, _ = milvus_cli_home
+    monkeypatch.setenv("HASHLENS_HOME", str(home))
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "ui" / "app.py"), default_timeout=120).run()
+    at.text_input(key="boolean").input("red").run()
+    assert not at.exception, at.exception
+    captions = [c.value for c in at.caption if "Hamming" in c.value]
+    assert len(captions) == 12 and all(c.startswith("✓ tagged") for c in captions)  # the 12 red photos
+    st.cache_resource.clear()
+
+
+def test_without_the_extra_the_milvus_backend_says_how_to_get_it(tmp_path, monkeypatch):
+    import retrieval.milvus_index as milvus_index
+
+    monkeypatch.setattr(milvus_index, "MilvusClient", None)
+    result = CliRunner().invoke(main, ["--home", str(tmp_path), "--encoder", "fake", "--backend", "milvus", "stats"])
+    assert result.exit_code != 0 and "pip install 'hashlens[scale]'" in result.output
