@@ -32,6 +32,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from retrieval.ingest import IngestError
     from retrieval.library import NoHashModel
     from retrieval.milvus_index import MilvusUnavailable
+    from retrieval.ray_ingest import RayUnavailable
     from retrieval.search import EmptyLibrary
     from retrieval.store import StoreError
     from retrieval.supervision import NothingToTrain
@@ -39,6 +40,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return (
         WeightsUnavailable,
         MilvusUnavailable,
+        RayUnavailable,
         StoreError,
         BenchError,
         IngestError,
@@ -109,16 +111,24 @@ def warn_demo(library) -> None:
 @click.option("--tags", "tags_file", type=click.Path(), help="Sidecar tags file: CSV path,tags or JSON {path: [tags]}.")
 @click.option("--workers", type=click.IntRange(0), help="Decoding processes (0: decode in this process).")
 @click.option("--max-megapixels", type=float, default=100.0, show_default=True, help="Refuse larger images.")
+@click.option("--ray", "on_ray", is_flag=True, help="Decode and embed on Ray Data (pip install 'hashlens[scale]').")
+@click.option("--address", help="With --ray: the Ray cluster to join (default: start one on this machine).")
+@click.option("--actors", default=2, show_default=True, type=click.IntRange(1), help="With --ray: encoder actors.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
-def index_command(ctx, paths, tags_file, workers, max_megapixels, as_json) -> None:
+def index_command(ctx, paths, tags_file, workers, max_megapixels, on_ray, address, actors, as_json) -> None:
     """Index the photos under PATHS: new and changed ones embedded, moved ones recognised, deleted ones removed."""
     from retrieval.ingest import index_paths
 
     library = open_library(ctx, max_megapixels=max_megapixels)
     warn_demo(library)
     try:
-        summary = index_paths(library, list(paths), tags_file=tags_file, workers=workers)
+        if on_ray:
+            from retrieval.ray_ingest import index_with_ray
+
+            summary = index_with_ray(library, list(paths), actors=actors, address=address, tags_file=tags_file)
+        else:
+            summary = index_paths(library, list(paths), tags_file=tags_file, workers=workers)
     except user_errors() as e:
         raise click.ClickException(str(e)) from e
     except KeyboardInterrupt:
@@ -568,14 +578,17 @@ def bench_train(ctx, out_dir, photos, tags) -> None:
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--codes", default=1_000_000, show_default=True, type=click.IntRange(100), help="Codes to search.")
 @click.option("--queries", default=200, show_default=True, type=click.IntRange(10))
-def bench_scale(out_dir, codes, queries) -> None:
-    """Milvus (lite) against FAISS: top-10 latency over the same codes and queries, Milvus' insert rate."""
+@click.option("--photos", default=160, show_default=True, type=click.IntRange(8), help="Photos for the ingest runs.")
+@click.pass_context
+def bench_scale(ctx, out_dir, codes, queries, photos) -> None:
+    """Ray ingest (1, 2 actors) against a plain index; Milvus (lite) against FAISS top-10 latency."""
     from bench.scale import run_scale_bench
     from retrieval.milvus_index import require_milvus
 
     try:
         require_milvus()
-        run_scale_bench(out_dir, codes=codes, queries=queries)
+        encoder = ctx.obj["encoder"] or "random"
+        run_scale_bench(out_dir, codes=codes, queries=queries, photos=photos, encoder=encoder)
     except user_errors() as e:
         raise click.ClickException(str(e)) from e
 

@@ -233,10 +233,15 @@ def index_paths(
     workers: int | None = None,
     progress: bool = True,
     on_progress: Callable[[int, int, float], None] | None = None,
+    embedder: Callable | None = None,
 ) -> IngestSummary:
     """Bring the library up to date with the photos under `paths`.
 
     progress: a tqdm bar on stderr; on_progress(done, total, photos per second): for the UI.
+    embedder(jobs, target, max_pixels): decode and embed elsewhere (Ray, retrieval/ray_ingest.py):
+    yields (path, (decoded without pixels or None, error, content hash), vector or None) for
+    every (path, content hash or None) job, in any order. The plan (what is new, moved, gone)
+    and every commit stay here, so the crash safety is the same.
     """
     start = time.perf_counter()
     roots = []
@@ -299,23 +304,31 @@ def index_paths(
     if workers is None:  # starting decoder processes costs more than decoding a few photos here
         workers = 0 if len(todo) < SMALL_RUN else min(4, os.cpu_count() or 1)
     target = library.encoder.image_size if todo else 224
-    stream = decoded_stream(
-        [(found[k][0], digests.get(k)) for k in todo],
-        workers=workers,
-        target=target,
-        max_pixels=int(library.settings.max_megapixels * 1e6),
-        window=batch_size + 2 * workers,  # the next batch decodes while the encoder runs this one
-    )
+    jobs = [(found[k][0], digests.get(k)) for k in todo]
+    max_pixels = int(library.settings.max_megapixels * 1e6)
+    if embedder is not None:
+        source = stream = embedder(jobs, target, max_pixels)
+    else:
+        source = decoded_stream(
+            jobs,
+            workers=workers,
+            target=target,
+            max_pixels=max_pixels,
+            window=batch_size + 2 * workers,  # the next batch decodes while the encoder runs this one
+        )
+        stream = ((path, result, None) for path, result in source)
+    key_of = {found[k][0]: k for k in todo}
     bar = tqdm(total=len(todo), unit="photo", disable=not progress or not todo, desc="indexing")
-    batch: list[tuple[str, DecodedImage, str]] = []
+    batch: list[tuple[str, DecodedImage, str, np.ndarray | None]] = []
     done = batches = 0
     try:
-        for key, (_real, (decoded, error, digest)) in zip(todo, stream):
+        for real, (decoded, error, digest), vector in stream:
+            key = key_of[real]
             _, size, mtime = found[key]
             if decoded is None:
                 _record_failure(library, key, size, mtime, error, summary, digest)
             else:
-                batch.append((key, decoded, digest))
+                batch.append((key, decoded, digest, vector))
             if len(batch) >= min(batch_size, 8 << batches):  # 8, 16, 32, …: the encoder starts early
                 _commit_batch(library, batch, found, known, sidecar, current, summary)
                 batch, batches = [], batches + 1
@@ -335,7 +348,9 @@ def index_paths(
     finally:
         # Shut the decoders down here, not whenever the generator is collected: a Ctrl-C that
         # lands in a collector's finaliser is swallowed.
-        stream.close()
+        for generator in (stream, source):
+            if hasattr(generator, "close"):
+                generator.close()
         bar.close()
         summary.elapsed = time.perf_counter() - start
         counts = {k: getattr(summary, k) for k in ("added", "updated", "moved", "removed", "failed", "skipped")}
@@ -369,11 +384,14 @@ def _record_failure(library, key, size, mtime, reason, summary, digest=None) -> 
 def _commit_batch(library, batch, found, known, sidecar, current, summary) -> None:
     if not batch:
         return
-    vectors = library.encoder.encode_images([d.image for _, d, _ in batch])  # [b, dim]
+    if all(v is not None for *_, v in batch):  # embedded where it was decoded
+        vectors = np.stack([v for *_, v in batch])
+    else:
+        vectors = library.encoder.encode_images([d.image for _, d, _, _ in batch])  # [b, dim]
     codes = current[1].encode(vectors, "image") if current else None
     store, ids = library.store, []
     with store.transaction():
-        for (key, decoded, digest), vector in zip(batch, vectors):
+        for (key, decoded, digest, _), vector in zip(batch, vectors):
             _, size, mtime = found[key]
             image_id = store.upsert_image(
                 {
