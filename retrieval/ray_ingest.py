@@ -10,6 +10,7 @@ as embeddings and the photos' metadata (never pixels).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator
 
@@ -88,11 +89,15 @@ def ray_embedder(library: Library, *, actors: int, address: str | None):
     def embed(jobs: list[tuple[str, str | None]], target: int, max_pixels: int) -> Iterator:
         if not jobs:
             return
-        if not ray.is_initialized():
+        if not ray.is_initialized():  # quiet: progress is index's own bar and summary
+            options = {"log_to_driver": False, "logging_level": logging.WARNING, "configure_logging": True}
             if address:
-                ray.init(address=address, log_to_driver=False)
+                ray.init(address=address, **options)
             else:
-                ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+                ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, **options)
+            context = ray.data.DataContext.get_current()
+            context.enable_progress_bars = False
+            context.print_on_execution_start = False
         items = [{"path": p, "digest": d or ""} for p, d in jobs]
         dataset = ray.data.from_items(items, override_num_blocks=max(1, len(items) // BATCH))
         embedded = dataset.map_batches(
