@@ -392,7 +392,7 @@ def tag_command(ctx, photo, k, accepted, to_xmp, style, as_json) -> None:
             answer: dict = {"path": photo, "tags": tags}
             if to_xmp:
                 record = library.store.image_by_path(str(Path(photo).expanduser().resolve()))
-                own = library.store.exported_tags().get(record["id"], [])
+                own = library.store.exported_tags(record["id"]).get(record["id"], [])
                 written = write_back(library, record["id"], record["path"], own, style=style)
                 answer["xmp"] = written.to_dict()
                 if written.status == "error":

@@ -290,15 +290,18 @@ class Store:
         rows = [{"image_id": image_id, "path": p, "mtime": m} for p, m in sidecars.items()]
         self.db["xmp_sidecars"].insert_all(rows, replace=True)
 
-    def exported_tags(self) -> dict[int, list[str]]:
-        """image id -> the tags the user gave it (own, tags file, accepted), for XMP write-back."""
+    def exported_tags(self, image_id: int | None = None) -> dict[int, list[str]]:
+        """image id -> the tags the user gave it (own, tags file, accepted), for XMP write-back:
+        of every image, or of `image_id` only."""
         marks = ",".join("?" * len(EXPORTED_SOURCES))
+        only = "" if image_id is None else " and it.image_id = ?"
         sql = (
             "select it.image_id, t.name from image_tags it join tags t on t.id = it.tag_id "
-            f"where it.source in ({marks}) order by it.image_id, t.name"
+            f"where it.source in ({marks}){only} order by it.image_id, t.name"
         )
+        params = list(EXPORTED_SOURCES) + ([] if image_id is None else [image_id])
         out: dict[int, list[str]] = {}
-        for image_id, name in self.db.execute(sql, list(EXPORTED_SOURCES)):
+        for image_id, name in self.db.execute(sql, params):
             if name not in out.setdefault(image_id, []):
                 out[image_id].append(name)
         return out

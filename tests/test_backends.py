@@ -38,16 +38,20 @@ def test_milvus_index_answers_as_the_faiss_index_does(tmp_path):
     codes = sparse_codes(rng, len(ids), 64)
     vectors = {int(i): rng.standard_normal(16).astype(np.float32) for i in ids}
     faiss_index = CodeIndex.build(64, 1, ids, codes)
-    milvus, rebuilt = MilvusCodeIndex.open(
-        str(tmp_path / "milvus.db"),
-        library_id="t",
-        bits=64,
-        model_id=1,
-        dim=16,
-        ids=ids,
-        codes=codes,
-        embeddings_of=lambda part: np.stack([vectors[int(i)] for i in part]),
-    )
+
+    def open_milvus():  # against SQLite's codes, which stay `codes` throughout
+        return MilvusCodeIndex.open(
+            str(tmp_path / "milvus.db"),
+            library_id="t",
+            bits=64,
+            model_id=1,
+            dim=16,
+            ids=ids,
+            codes=codes,
+            embeddings_of=lambda part: np.stack([vectors[int(i)] for i in part]),
+        )
+
+    milvus, rebuilt = open_milvus()
     assert rebuilt and milvus.ntotal == len(ids)
     for q in range(20):
         query = codes[q * 37]
@@ -67,27 +71,9 @@ def test_milvus_index_answers_as_the_faiss_index_does(tmp_path):
     assert milvus.ntotal == len(ids) - 10
     assert milvus.radius(changed[0], 0)[1].tolist()[:1] in ([int(ids[10])], [int(ids[11])])
     # Reopened against SQLite's (unchanged) codes: it disagrees, so it is rebuilt from them.
-    again, rebuilt = MilvusCodeIndex.open(
-        str(tmp_path / "milvus.db"),
-        library_id="t",
-        bits=64,
-        model_id=1,
-        dim=16,
-        ids=ids,
-        codes=codes,
-        embeddings_of=lambda part: np.stack([vectors[int(i)] for i in part]),
-    )
+    again, rebuilt = open_milvus()
     assert rebuilt and again.ntotal == len(ids)
-    assert not MilvusCodeIndex.open(
-        str(tmp_path / "milvus.db"),
-        library_id="t",
-        bits=64,
-        model_id=1,
-        dim=16,
-        ids=ids,
-        codes=codes,
-        embeddings_of=lambda part: np.stack([vectors[int(i)] for i in part]),
-    )[1]
+    assert not open_milvus()[1]
 
 
 @pytest.fixture(scope="module")

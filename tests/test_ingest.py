@@ -300,20 +300,8 @@ def test_a_decoder_worker_killed_mid_run_loses_nothing(tmp_path):
     library = open_library(tmp_path)
     killed = []
 
-    def children() -> list[int]:
-        me = str(os.getpid())
-        found = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[1] == me:
-                found.append(int(stat.parent.name))
-        return found
-
     def kill_a_worker(done, total, rate):
-        workers = [pid for pid in children() if pid not in killed]
+        workers = [pid for pid in children_of(os.getpid()) if pid not in killed]
         if done >= 5 and workers and not killed:
             os.kill(workers[-1], signal.SIGKILL)
             killed.append(workers[-1])

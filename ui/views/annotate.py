@@ -84,7 +84,7 @@ for n, upload in enumerate(uploads or []):
                 st.success(f"{upload.name} is in the library" + (f", tagged {', '.join(tags)}" if tags else ""))
                 if to_xmp and tags:
                     record = library.store.image_by_path(str(path))
-                    own = library.store.exported_tags().get(record["id"], [])
+                    own = library.store.exported_tags(record["id"]).get(record["id"], [])
                     written = write_back(library, record["id"], path, own, style=style)
                     if written.status == "error":
                         st.error(f"XMP sidecar not written: {written.reason}")
