@@ -2,7 +2,10 @@
 (milvus-lite here, the `scale` extra that make test installs). Same answers, same commands."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +26,7 @@ pytest.importorskip("pymilvus", reason="the scale extra (make test installs it)"
 from retrieval.milvus_index import MilvusCodeIndex  # noqa: E402
 
 BACKENDS = ("sqlite", "milvus")
+REPO = Path(__file__).resolve().parents[1]
 
 
 def sparse_codes(rng, n: int, bits: int) -> np.ndarray:
@@ -132,7 +136,8 @@ def test_the_library_remembers_its_backend(tmp_path):
 
 @pytest.fixture(scope="module")
 def milvus_cli_home(tmp_path_factory) -> tuple[Path, Path]:
-    """A library made through the CLI with --backend milvus: 24 photos tagged red or blue."""
+    """A library made as a large one would be: `hashlens --backend milvus index --ray` (a
+    process of its own, as Ray starts workers), then trained; 24 photos tagged red or blue."""
     root = tmp_path_factory.mktemp("milvus_cli")
     photos = root / "photos"
     photos.mkdir()
@@ -141,8 +146,14 @@ def milvus_cli_home(tmp_path_factory) -> tuple[Path, Path]:
         synthetic_photo(i, (96, 72)).save(photos / f"p{i:02d}.jpg")
         lines.append(f"p{i:02d}.jpg,{'red' if i % 2 else 'blue'}")
     (photos / "tags.csv").write_text("\n".join(lines))
+    pytest.importorskip("ray", reason="the scale extra (make test installs it)")
     home, uri, tags = root / "home", str(root / "codes.db"), str(photos / "tags.csv")
-    cli(home, "--encoder", "fake", "--backend", "milvus", "--milvus-uri", uri, "index", str(photos), "--tags", tags)
+    command = [sys.executable, "-m", "retrieval.cli", "--home", str(home), "--encoder", "fake", "--backend", "milvus"]
+    command += ["--milvus-uri", uri, "index", "--ray", "--actors", "1", str(photos), "--tags", tags, "--json"]
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONWARNINGS="ignore")
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["embedded"] == 24
     cli(home, "train", "--bits", "32")
     return home, photos
 
@@ -155,7 +166,8 @@ def cli(home: Path, *args: str):
 
 def test_cli_on_a_milvus_library(milvus_cli_home):
     home, photos = milvus_cli_home
-    assert json.loads(cli(home, "stats", "--json").stdout)["backend"] == "milvus"  # remembered
+    stats = json.loads(cli(home, "stats", "--json").stdout)
+    assert (stats["backend"], stats["photos"], stats["indexed"]) == ("milvus", 24, 24)  # remembered; codes in Milvus
     found = json.loads(cli(home, "search", "red", "-k", "5", "--json").stdout)
     assert len(found) == 5 and all(r["tagged"] for r in found)
     assert len(json.loads(cli(home, "similar", str(photos / "p00.jpg"), "-k", "3", "--json").stdout)) == 3
@@ -169,7 +181,7 @@ def test_search_page_on_a_milvus_library(milvus_cli_home, monkeypatch):
     home, _ = milvus_cli_home
     monkeypatch.setenv("HASHLENS_HOME", str(home))
     st.cache_resource.clear()
-    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "ui" / "app.py"), default_timeout=120).run()
+    at = AppTest.from_file(str(REPO / "ui" / "app.py"), default_timeout=120).run()
     at.text_input(key="boolean").input("red").run()
     assert not at.exception, at.exception
     captions = [c.value for c in at.caption if "Hamming" in c.value]
