@@ -14,13 +14,14 @@ import itertools
 import json
 import shutil
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from PIL import Image, ImageEnhance
 
 from retrieval.config import Settings
-from retrieval.duplicates import MAX_PHASH_DISTANCE, MIN_COSINE, RADIUS, find_duplicates
+from retrieval.duplicates import MAX_PHASH_DISTANCE, MIN_COSINE, NEIGHBOURS, RADIUS, find_duplicates
 from retrieval.ingest import index_paths
 from retrieval.library import Library
 from retrieval.train import train_library
@@ -94,7 +95,9 @@ def grouped_library(folder: Path, home: Path, encoder: str) -> Library:
 def scores(library: Library, sets: dict[str, list[Path]], **options) -> dict:
     """Precision and recall of `find_duplicates` on a set, with how each kind of copy fared."""
     truth = [[str(p.resolve()) for p in paths[:-1]] for paths in sets.values()]
+    start = time.perf_counter()
     groups = find_duplicates(library, **options)
+    seconds = time.perf_counter() - start
     precision, recall = pair_scores([g.photos for g in groups], truth)
     joined = {p for g in groups for p in g.photos}
     copies_found = {}
@@ -111,6 +114,7 @@ def scores(library: Library, sets: dict[str, list[Path]], **options) -> dict:
         "copies_found": copies_found,
         "other_framings_grouped": sum(f in joined for f in framings) / len(framings),
         "keepers_are_originals": sum(g.keeper in {t[0] for t in truth} for g in groups) / max(1, len(groups)),
+        "seconds": seconds,  # find_duplicates, features decoded afresh
     }
 
 
@@ -120,20 +124,24 @@ def run_duplicates_bench(out: str | Path, *, encoder: str = "random", log=None) 
     out.mkdir(parents=True, exist_ok=True)
     sets = make_variants(out / "photos", TUNING)
     library = grouped_library(out / "photos", out / "library", encoder)
-    sweep = []
+    sweep = []  # the candidates: code radius, CLIP neighbours (0: codes alone), cosine
     for radius in (2, RADIUS, 6):
-        for min_cosine in (MIN_COSINE, 0.95):
-            for max_phash in (10, 14, MAX_PHASH_DISTANCE, 18, 64):  # 64: no pHash check, CLIP's cosine alone
-                found = scores(library, sets, radius=radius, min_cosine=min_cosine, max_phash_distance=max_phash)
+        for neighbours in (0, NEIGHBOURS):
+            for min_cosine in (MIN_COSINE, 0.95):
+                found = scores(library, sets, radius=radius, min_cosine=min_cosine, neighbours=neighbours)
                 sweep.append(
                     {
                         "radius": radius,
+                        "neighbours": neighbours,
                         "min_cosine": min_cosine,
-                        "max_phash_distance": max_phash,
                         "precision": found["precision"],
                         "recall": found["recall"],
                     }
                 )
+    flat = []  # pictures too flat for local features: the pHash distance that confirms them
+    for max_phash in (10, MAX_PHASH_DISTANCE, 24, 64):
+        found = scores(library, sets, max_phash_distance=max_phash)
+        flat.append({"max_phash_distance": max_phash, "precision": found["precision"], "recall": found["recall"]})
     main = scores(library, sets)
     log("held-out variants: indexing and training a second library")
     held_sets = make_variants(out / "photos_held_out", HELD_OUT)
@@ -144,11 +152,13 @@ def run_duplicates_bench(out: str | Path, *, encoder: str = "random", log=None) 
         "photos": library.store.count_images("ok"),
         "radius": RADIUS,
         "min_cosine": MIN_COSINE,
+        "neighbours": NEIGHBOURS,
         "max_phash_distance": MAX_PHASH_DISTANCE,
         **main,
         "variants": asdict(TUNING),
         "held_out": {**held, "variants": asdict(HELD_OUT)},
         "sweep": sweep,
+        "flat_pictures_sweep": flat,
     }
     (out / "duplicates_bench.json").write_text(json.dumps(result, indent=1))
 
@@ -156,26 +166,33 @@ def run_duplicates_bench(out: str | Path, *, encoder: str = "random", log=None) 
         return (
             f"{name} (JPEG q{how.quality}, {how.scale:.0%} size, {how.crop:.0%} crop, {how.angle:g}° rotation; "
             f"other framing {how.framing:.0%} at brightness {how.brightness}): precision {r['precision']:.3f}, "
-            f"recall {r['recall']:.3f}; other framings grouped {r['other_framings_grouped']:.0%}; copies grouped "
+            f"recall {r['recall']:.3f} ({r['seconds']:.1f} s); "
+            f"other framings grouped {r['other_framings_grouped']:.0%}; copies grouped "
             "with their original: " + ", ".join(f"{k} {v:.0%}" for k, v in r["copies_found"].items())
         )
 
     lines = [
         f"{result['photos']} photos per set ({len(sets)} pictures × 4 copies + 1 other framing), encoder "
-        f"{result['encoder']}, radius {RADIUS}, cosine ≥ {MIN_COSINE}, pHash distance ≤ {MAX_PHASH_DISTANCE}.",
+        f"{result['encoder']}, radius {RADIUS} or {NEIGHBOURS} CLIP neighbours, cosine ≥ {MIN_COSINE}; confirmed by "
+        f"pHash or local features (pictures too flat for features: pHash distance ≤ {MAX_PHASH_DISTANCE}).",
         "",
         "- " + summary("Set the thresholds were read off", main, TUNING),
         "- " + summary("Held-out set", held, HELD_OUT),
         "",
-        "Sweep on the first set:",
+        "Candidates, on the first set (neighbours: a photo's nearest by CLIP cosine; 0: its code's radius alone):",
         "",
-        "| radius | min cosine | max pHash distance | precision | recall |",
+        "| radius | neighbours | min cosine | precision | recall |",
         "|---|---|---|---|---|",
         *[
-            f"| {r['radius']} | {r['min_cosine']} | {r['max_phash_distance']} | "
-            f"{r['precision']:.3f} | {r['recall']:.3f} |"
+            f"| {r['radius']} | {r['neighbours']} | {r['min_cosine']} | {r['precision']:.3f} | {r['recall']:.3f} |"
             for r in sweep
         ],
+        "",
+        "Pictures too flat for local features are confirmed by their pHash distance; on the first set:",
+        "",
+        "| max pHash distance | precision | recall |",
+        "|---|---|---|",
+        *[f"| {r['max_phash_distance']} | {r['precision']:.3f} | {r['recall']:.3f} |" for r in flat],
     ]
     (out / "duplicates_bench.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

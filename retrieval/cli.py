@@ -12,6 +12,7 @@ from retrieval.config import (
     BACKENDS,
     DUPLICATE_MAX_PHASH_DISTANCE,
     DUPLICATE_MIN_COSINE,
+    DUPLICATE_NEIGHBOURS,
     DUPLICATE_RADIUS,
     ENCODERS,
     PRECISIONS,
@@ -342,18 +343,31 @@ def similar_command(ctx, photo, k, radius, rerank, as_json) -> None:
     default=DUPLICATE_MAX_PHASH_DISTANCE,
     show_default=True,
     type=click.IntRange(0, 64),
-    help="Perceptual-hash bits (of 64) a pair may differ by.",
+    help="Perceptual-hash bits (of 64) a pair of pictures too flat for local features may differ by.",
+)
+@click.option(
+    "--neighbours",
+    default=DUPLICATE_NEIGHBOURS,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Also candidates: each photo's nearest photos by CLIP cosine (0: the code radius alone).",
 )
 @click.option("--json", "as_json", is_flag=True, help='Print a JSON list of {"keeper", "photos"}, largest first.')
 @click.pass_context
-def duplicates_command(ctx, radius, min_cosine, max_phash_distance, as_json) -> None:
+def duplicates_command(ctx, radius, min_cosine, max_phash_distance, neighbours, as_json) -> None:
     """Groups of near-identical photos (copies, re-encodes, resizes, bursts), each with a suggested keeper."""
     from retrieval.duplicates import find_duplicates
 
     library = open_library(ctx)
     warn_demo(library)
     try:
-        groups = find_duplicates(library, radius=radius, min_cosine=min_cosine, max_phash_distance=max_phash_distance)
+        groups = find_duplicates(
+            library,
+            radius=radius,
+            min_cosine=min_cosine,
+            max_phash_distance=max_phash_distance,
+            neighbours=neighbours,
+        )
     except user_errors() as e:
         raise click.ClickException(str(e)) from e
     if as_json:

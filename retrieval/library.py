@@ -137,6 +137,8 @@ class Library:
             self._index_version = self.store.codes_version(model_id)
             ids, codes = self.store.codes(model_id)
             self._index = self._open_index(model_id, model.config.bits, ids, codes)
+        if self.settings.backend == "milvus":
+            self._sync_records(self._index)
         return self._index
 
     def _open_index(self, model_id: int, bits: int, ids: np.ndarray, codes: np.ndarray):
@@ -144,7 +146,8 @@ class Library:
         if self.settings.backend == "milvus":
             from retrieval.milvus_index import MilvusCodeIndex
 
-            index, _ = MilvusCodeIndex.open(
+            seq = self.store.record_seq()  # before the rows are read: a change made meanwhile is synced next time
+            index, rebuilt = MilvusCodeIndex.open(
                 self.settings.milvus_uri,
                 library_id=self.store.get_meta("library_id"),
                 bits=bits,
@@ -153,10 +156,35 @@ class Library:
                 ids=ids,
                 codes=codes,
                 embeddings_of=lambda part: self.store.embeddings_of(self.encoder_name, part),
+                records_of=self.store.records_of,
             )
+            if rebuilt:
+                with self.store.transaction():
+                    self.store.set_meta(f"records_synced:{index.name}", str(seq))
             return index
         index, _ = CodeIndex.open(self.settings.index_path, bits=bits, model_id=model_id, ids=ids, codes=codes)
         return index
+
+    def _sync_records(self, index) -> None:
+        """Upsert into Milvus the rows of photos whose tags or path changed since the last sync
+        (by this process or another: SQLite's triggers number every change)."""
+        key = f"records_synced:{index.name}"
+        seq, synced = self.store.record_seq(), int(self.store.get_meta(key) or 0)
+        if seq <= synced:
+            return
+        changed = np.array(self.store.coded_changed_since(index.model_id, synced), np.int64)
+        if len(changed):
+            index.add(changed, self.store.codes_of(index.model_id, changed))
+        with self.store.transaction():
+            self.store.set_meta(key, str(seq))
+
+    def photos_tagged(self, tags: list[str]) -> set[int]:
+        """Ids of the live photos that carry every one of `tags`, from the library's backend."""
+        if not tags:
+            return set()
+        if self.settings.backend == "milvus" and self.index is not None:
+            return self.index.tagged_with(tags)
+        return set.intersection(*(set(self.store.images_tagged(t)) for t in tags))
 
     def tag_table(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
         """(names, text embeddings, packed codes, relaxed codes) of the tag vocabulary under the
@@ -194,9 +222,9 @@ class Library:
 
     def install_model(self, model: SparseHash, *, metrics: dict | None = None) -> int:
         """Make `model` the current hash model: store it, recompute every photo's code from the
-        stored embeddings (no photo is decoded again) and rebuild the index. Returns its id."""
-        ids, vectors = self.embeddings()
-        codes = model.encode(vectors, "image") if len(ids) else np.zeros((0, model.config.bits // 8), np.uint8)
+        stored embeddings (no photo is decoded again, and they are read in batches) and rebuild
+        the index. Returns its id."""
+        id_parts, code_parts = [np.zeros(0, np.int64)], [np.zeros((0, model.config.bits // 8), np.uint8)]
         with self.store.transaction():
             model_id = self.store.add_model(
                 encoder=self.encoder_name,
@@ -205,7 +233,11 @@ class Library:
                 metrics=metrics or {},
                 weights=model_to_bytes(model),
             )
-            self.store.put_codes(model_id, ids, codes)
+            for batch_ids, vectors in self.store.embedding_batches(self.encoder_name):
+                id_parts.append(batch_ids)
+                code_parts.append(model.encode(vectors, "image"))
+                self.store.put_codes(model_id, batch_ids, code_parts[-1])
+        ids, codes = np.concatenate(id_parts), np.concatenate(code_parts)
         self._model = (model_id, model)
         self._index = None
         self._index_version = self.store.codes_version(model_id)

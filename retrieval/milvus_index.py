@@ -1,14 +1,18 @@
 """The code index in Milvus, for libraries past one machine's FAISS index: the same interface as
 `CodeIndex` (add, remove, knn, radius, ids, codes), one collection per hash model holding each
-photo's code (BINARY_VECTOR, HAMMING) and its embedding (FLOAT16_VECTOR) for the re-rank.
+photo's code (BINARY_VECTOR, HAMMING), its embedding (FLOAT16_VECTOR) for the re-rank, and its
+record: path (VARCHAR) and tags (ARRAY of VARCHAR), which answer "which photos carry these
+tags" (`tagged_with`) and let other Milvus clients filter by tag.
 
 The URI is a milvus-lite file (one process, BIN_FLAT: exact) or a server (`http://host:19530`,
 BIN_IVF_FLAT). SQLite stays the library's record of photos, tags and codes; the collection is
-checked against it when opened and rebuilt when they disagree, as the FAISS file is.
+checked against it when opened and rebuilt when they disagree, as the FAISS file is, and the
+Library upserts the rows of photos whose tags or path changed since it last synced.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 
@@ -23,6 +27,11 @@ except ImportError:  # pragma: no cover - depends on the extra
 
 INSERT_BATCH = 2_000  # rows per insert call
 MAX_RESULTS = 16_384  # Milvus' cap on results per search (topk, and a range search's limit)
+MAX_PATH = 4096  # bytes of a path (Linux's PATH_MAX)
+MAX_TAGS = 1024  # tags a row holds (Milvus arrays have a fixed capacity; more are left out here)
+MAX_TAG = 512  # bytes of one tag
+RECORD_FIELDS = ("path", "tags")
+ID_WINDOW = 8_192  # ids per query when every row is read: fewer rows than a query may return
 
 
 class MilvusUnavailable(RuntimeError):
@@ -49,9 +58,11 @@ class MilvusCodeIndex:
         model_id: int | None,
         dim: int,
         embeddings_of: Callable[[np.ndarray], np.ndarray],
+        records_of: Callable[[np.ndarray], tuple[list[str], list[list[str]]]],
     ) -> None:
         self.client, self.name, self.bits, self.model_id, self.dim = client, name, bits, model_id, dim
         self._embeddings_of = embeddings_of  # the stored embeddings of ids, for the re-rank field
+        self._records_of = records_of  # the stored (paths, tag lists) of ids
 
     # --- building --------------------------------------------------------------------------
 
@@ -67,17 +78,20 @@ class MilvusCodeIndex:
         ids: np.ndarray,
         codes: np.ndarray,
         embeddings_of: Callable[[np.ndarray], np.ndarray],
+        records_of: Callable[[np.ndarray], tuple[list[str], list[list[str]]]],
     ) -> tuple[MilvusCodeIndex, bool]:
         """The model's collection if it holds SQLite's (ids, codes), else rebuilt from them.
         Returns (index, rebuilt)."""
         require_milvus()
         client = MilvusClient(uri)
-        index = cls(client, collection_name(library_id, model_id), bits, model_id, dim, embeddings_of)
+        index = cls(client, collection_name(library_id, model_id), bits, model_id, dim, embeddings_of, records_of)
         if client.has_collection(index.name):
+            fields = {f["name"] for f in client.describe_collection(index.name)["fields"]}
             client.load_collection(index.name)
-            if index.ntotal == len(ids) and content_checksum(index.ids(), index.codes()) == content_checksum(
+            same = index.ntotal == len(ids) and content_checksum(index.ids(), index.codes()) == content_checksum(
                 ids, codes
-            ):
+            )
+            if same and set(RECORD_FIELDS) <= fields:  # a collection made before records were kept: rebuilt
                 return index, False
             client.drop_collection(index.name)
         index._create(server=not uri.endswith(".db"))
@@ -89,6 +103,10 @@ class MilvusCodeIndex:
         schema.add_field("id", DataType.INT64, is_primary=True)
         schema.add_field("code", DataType.BINARY_VECTOR, dim=self.bits)
         schema.add_field("embedding", DataType.FLOAT16_VECTOR, dim=self.dim)
+        schema.add_field("path", DataType.VARCHAR, max_length=MAX_PATH)
+        schema.add_field(
+            "tags", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=MAX_TAGS, max_length=MAX_TAG
+        )
         params = self.client.prepare_index_params()
         if server:
             params.add_index("code", index_type="BIN_IVF_FLAT", metric_type="HAMMING", params={"nlist": 1024})
@@ -99,15 +117,17 @@ class MilvusCodeIndex:
         self.client.load_collection(self.name)
 
     def add(self, ids: np.ndarray, codes: np.ndarray) -> None:
-        """Add or replace the codes (and re-rank embeddings) of `ids`."""
+        """Add or replace the rows of `ids`: codes, and the re-rank embeddings and records read
+        from the library (an upsert replaces a whole row, so a changed record is added again)."""
         ids = np.asarray(ids, np.int64)
         codes = np.ascontiguousarray(codes, np.uint8)
         for start in range(0, len(ids), INSERT_BATCH):
             part = ids[start : start + INSERT_BATCH]
             vectors = np.asarray(self._embeddings_of(part), np.float16)
+            paths, tags = self._records_of(part)
             rows = [
-                {"id": int(i), "code": c.tobytes(), "embedding": v}
-                for i, c, v in zip(part, codes[start : start + INSERT_BATCH], vectors)
+                {"id": int(i), "code": c.tobytes(), "embedding": v, "path": _clip(p, MAX_PATH), "tags": _tags(t)}
+                for i, c, v, p, t in zip(part, codes[start : start + INSERT_BATCH], vectors, paths, tags)
             ]
             self.client.upsert(self.name, rows)
 
@@ -123,14 +143,30 @@ class MilvusCodeIndex:
 
     @property
     def ntotal(self) -> int:
-        return int(self.client.query(self.name, filter="", output_fields=["count(*)"])[0]["count(*)"])
+        return self._count("")
 
-    def _rows(self, fields: list[str]) -> list[dict]:
-        iterator = self.client.query_iterator(self.name, batch_size=INSERT_BATCH, filter="", output_fields=fields)
+    # With an ARRAY field in the collection, pymilvus 2.5.18 cannot read an empty query answer
+    # from milvus-lite 2.5.1 ("Unsupported data type: 0"), and so fails query_iterator, which
+    # ends on one. Rows are therefore read by windows of ids, each counted before it is read.
+
+    def _count(self, where: str) -> int:
+        return int(self.client.query(self.name, filter=where, output_fields=["count(*)"])[0]["count(*)"])
+
+    def _id_ceiling(self) -> int:
+        """A power of two above every id in the collection (a few counts)."""
+        bound = 1
+        while self._count(f"id >= {bound}"):
+            bound *= 2
+        return bound
+
+    def _rows(self, fields: list[str], condition: str = "") -> list[dict]:
+        """Every row (matching `condition`), read by windows of ids: the ids are SQLite's, dense
+        from 1, so the windows are few and each holds fewer rows than a query may return."""
         rows = []
-        while batch := iterator.next():
-            rows.extend(batch)
-        iterator.close()
+        for low in range(0, self._id_ceiling(), ID_WINDOW):
+            where = f"id >= {low} and id < {low + ID_WINDOW}" + (f" and ({condition})" if condition else "")
+            if self._count(where):
+                rows.extend(self.client.query(self.name, filter=where, output_fields=fields, limit=ID_WINDOW))
         return rows
 
     def _ids_and_codes(self) -> tuple[np.ndarray, np.ndarray]:
@@ -155,6 +191,17 @@ class MilvusCodeIndex:
         ids = [int(i) for i in ids]
         rows = {r["id"]: r["embedding"] for r in self.client.get(self.name, ids=ids, output_fields=["embedding"])}
         return np.array([np.frombuffer(_binary(rows[i]), np.float16) for i in ids], np.float32)
+
+    def records(self, ids: np.ndarray) -> dict[int, tuple[str, list[str]]]:
+        """id -> (path, tags) as the collection holds them."""
+        rows = self.client.get(self.name, ids=[int(i) for i in ids], output_fields=list(RECORD_FIELDS))
+        return {int(r["id"]): (r["path"], list(r["tags"])) for r in rows}
+
+    def tagged_with(self, tags: list[str]) -> set[int]:
+        """Ids of the photos that carry every one of `tags` (a filtered query, no vector search)."""
+        # A literal list, not filter_params: milvus-lite 2.5.1 fails on templated filters.
+        wanted = json.dumps([_clip(t, MAX_TAG) for t in tags], ensure_ascii=False)
+        return {int(r["id"]) for r in self._rows(["id"], f"array_contains_all(tags, {wanted})")}
 
     # --- search ----------------------------------------------------------------------------
 
@@ -190,3 +237,12 @@ class MilvusCodeIndex:
 def _binary(value) -> bytes:
     """A BINARY/FLOAT16 vector as Milvus returns it: bytes, or a list holding them."""
     return value[0] if isinstance(value, list) else bytes(value)
+
+
+def _clip(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` bytes of UTF-8 (at a character boundary)."""
+    return text.encode()[:limit].decode(errors="ignore")
+
+
+def _tags(tags: list[str]) -> list[str]:
+    return [_clip(t, MAX_TAG) for t in tags[:MAX_TAGS]]

@@ -165,7 +165,7 @@ def carrying_all(library: Library, tags: list[str]) -> set[int]:
     """Ids of the photos that carry every one of `tags` (user, sidecar, XMP/IPTC or accepted)."""
     if not tags:
         return set()
-    return set.intersection(*(set(library.store.images_tagged(t)) for t in tags))
+    return library.photos_tagged(tags)
 
 
 def fusion_of(library: Library) -> Fusion:
@@ -188,7 +188,7 @@ def boolean_search(
     tags = query.all_of + query.none_of
     codes = TagVocabulary(library).codes(tags)
 
-    tagged = [set(library.store.images_tagged(t)) for t in tags]
+    tagged = [library.photos_tagged([t]) for t in tags]
     matches = [tagged[i] | set(library.index.radius(codes[i], radius)[1].tolist()) for i in range(len(tags))]
     wanted = len(query.all_of)
     keep = set.intersection(*matches[:wanted])

@@ -130,6 +130,22 @@ def m006_add_perceptual_hash(db: sqlite_utils.Database) -> None:
     db["images"].add_column("phash", str)
 
 
+def m007_track_record_changes(db: sqlite_utils.Database) -> None:
+    # A photo's record_seq rises whenever its tags or its path change (triggers, so that every
+    # writer is covered, in any process): a Milvus collection that mirrors paths and tags
+    # upserts only the photos whose record_seq passed the one it last synced.
+    db["images"].add_column("record_seq", int, not_null_default=0)
+    db["images"].create_index(["record_seq"])
+    bump = "update images set record_seq = (select max(record_seq) from images) + 1 where id = {}"
+    for name, event, photo in (
+        ("tags_added", "insert on image_tags", "new.image_id"),
+        ("tags_removed", "delete on image_tags", "old.image_id"),
+        ("tags_changed", "update on image_tags", "new.image_id"),
+        ("photo_moved", "update of path on images", "new.id"),
+    ):
+        db.execute(f"create trigger record_{name} after {event} begin {bump.format(photo)}; end")
+
+
 MIGRATIONS = [
     m001_create_tables,
     m002_create_meta,
@@ -137,7 +153,14 @@ MIGRATIONS = [
     m004_create_passed_over,
     m005_create_xmp_sidecars,
     m006_add_perceptual_hash,
+    m007_track_record_changes,
 ]
+
+
+# Embeddings read at a time where every photo's is needed (training, new codes): 40 MB of
+# 512-dim vectors; a multiple of SparseHash.encode's 4096 rows, so codes are computed in the
+# blocks one call over all photos would use.
+EMBEDDING_BATCH = 5 * 4096
 
 
 def _chunks(ids: list[int], size: int = 10_000):
@@ -266,15 +289,19 @@ class Store:
         return row[0]["id"] if row else self.db["tags"].insert({"name": name}).last_pk
 
     def set_tags(self, image_id: int, tags: Iterable[str], source: str, score: float = 1.0) -> None:
-        """Replace this image's tags from `source` with `tags`."""
+        """Replace this image's tags from `source` with `tags` (unchanged ones are not rewritten:
+        every index run with a tags file sets them all again)."""
         if source not in TAG_SOURCES:
             raise ValueError(f"unknown tag source {source!r}")
+        wanted = [t for t in dict.fromkeys(t.strip() for t in tags) if t]
+        sql = (
+            "select t.name, it.score from image_tags it join tags t on t.id = it.tag_id "
+            "where it.image_id = ? and it.source = ?"
+        )
+        if dict(self.db.execute(sql, [image_id, source]).fetchall()) == dict.fromkeys(wanted, score):
+            return
         self.db["image_tags"].delete_where("image_id = ? and source = ?", [image_id, source])
-        rows = [
-            {"image_id": image_id, "tag_id": self.tag_id(t), "source": source, "score": score}
-            for t in dict.fromkeys(t.strip() for t in tags)
-            if t
-        ]
+        rows = [{"image_id": image_id, "tag_id": self.tag_id(t), "source": source, "score": score} for t in wanted]
         self.db["image_tags"].insert_all(rows, replace=True)
 
     def xmp_sidecars(self) -> dict[int, dict[str, float]]:
@@ -358,6 +385,31 @@ class Store:
         )
         return [r[0] for r in self.db.execute(sql, [tag])]
 
+    def record_seq(self) -> int:
+        """The newest change to any photo's tags or path (see m007_track_record_changes)."""
+        return self.db.execute("select coalesce(max(record_seq), 0) from images").fetchone()[0]
+
+    def coded_changed_since(self, model_id: int, seq: int) -> list[int]:
+        """Live photos with a code under `model_id` whose tags or path changed after `seq`."""
+        sql = (
+            "select i.id from images i join codes c on c.image_id = i.id and c.model_id = ? "
+            "where i.record_seq > ? and i.status = 'ok' order by i.id"
+        )
+        return [r[0] for r in self.db.execute(sql, [model_id, seq])]
+
+    def records_of(self, ids: Iterable[int]) -> tuple[list[str], list[list[str]]]:
+        """(paths, tag lists) of `ids`, in that order: each photo's tags from every source, once."""
+        ids = [int(i) for i in ids]
+        tags: dict[int, list[str]] = {i: [] for i in ids}
+        sql = (
+            "select distinct it.image_id, t.name from image_tags it join tags t on t.id = it.tag_id "
+            "where it.image_id in ({}) order by it.image_id, t.name"
+        )
+        for chunk in _chunks(ids):
+            for image_id, name in self.db.execute(sql.format(",".join("?" * len(chunk))), chunk):
+                tags[image_id].append(name)
+        return self.paths_of(ids), [tags[i] for i in ids]
+
     def count_tags(self) -> int:
         return self.db.execute("select count(distinct tag_id) from image_tags").fetchone()[0]
 
@@ -380,6 +432,24 @@ class Store:
             return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
         ids = np.array([r[0] for r in rows], np.int64)
         return ids, np.stack([np.frombuffer(r[1], np.float16) for r in rows]).astype(np.float32)
+
+    def count_embeddings(self, encoder: str) -> int:
+        return self.db.execute("select count(*) from embeddings where encoder = ?", [encoder]).fetchone()[0]
+
+    def embedding_rows(self, encoder: str, *, size: int | None = None) -> Iterator[list[tuple[int, bytes]]]:
+        """Every (id, float16 blob) of `encoder`'s embeddings, `size` rows at a time in id order:
+        a library of any size is read with one batch in memory (keyset paging on the primary key)."""
+        last, size = -1, size or EMBEDDING_BATCH
+        sql = "select image_id, vector from embeddings where encoder = ? and image_id > ? order by image_id limit ?"
+        while rows := self.db.execute(sql, [encoder, last, size]).fetchall():
+            yield rows
+            last = rows[-1][0]
+
+    def embedding_batches(self, encoder: str, *, size: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids [b], float32 vectors [b, dim]) of every embedding from `encoder`, in batches (see embedding_rows)."""
+        for rows in self.embedding_rows(encoder, size=size):
+            ids = np.array([r[0] for r in rows], np.int64)
+            yield ids, np.stack([np.frombuffer(r[1], np.float16) for r in rows]).astype(np.float32)
 
     def _by_ids(self, sql: str, params: list, ids: list[int]) -> dict:
         """Rows (id, value) of `sql` whose `{ids}` placeholder is filled in chunks (SQLite caps

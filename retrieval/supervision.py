@@ -24,6 +24,10 @@ import numpy as np
 TEACHER_RIDGE = 0.1  # L2 strength of the probes (bench clip's guesses: 0.01, 0.1, 1 -> 0.1 as right as before)
 CONFIDENT = 0.5  # a probe's score (0: not carried, 1: carried) from which an untagged photo counts as carrying it
 MIN_PHOTOS_PER_TAG = 2  # tags on fewer tagged photos get no probe (they still train as tags)
+# Untagged photos a training reads at most (beyond, a seeded sample): the teacher's guesses for
+# 100,000 photos are more than training can use (its steps see a few hundred thousand items), and
+# their embeddings are 200 MB; a library of 10^8 would not fit in memory at all.
+MAX_UNTAGGED = 100_000
 
 
 class NothingToTrain(RuntimeError):
@@ -89,19 +93,50 @@ def teacher_guesses(
     return np.concatenate(rows)[order].astype(np.int64), np.concatenate(columns)[order].astype(np.int64)
 
 
+def in_sample(ids: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """Which of `ids` a seeded sample of about `share` of all photos keeps: a hash of each id
+    and the seed (splitmix64), so a photo is kept or not whatever batch it is read in."""
+    if share >= 1:
+        return np.ones(len(ids), bool)
+    with np.errstate(over="ignore"):
+        x = ids.astype(np.uint64) + np.uint64((seed + 1) * 0x9E3779B97F4A7C15 % 2**64)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return (x >> np.uint64(11)).astype(np.float64) / 2.0**53 < share
+
+
+def training_photos(library, tagged: set[int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, embeddings) training reads, in id order: every tagged photo, and the untagged ones
+    or, in a library of more than MAX_UNTAGGED of them, a seeded sample of about that many. Read
+    in batches, so memory holds what training uses and one batch, not the whole library."""
+    total = library.store.count_embeddings(library.encoder_name)
+    share = MAX_UNTAGGED / max(1, total - len(tagged))
+    tagged_ids = np.array(sorted(tagged), np.int64)
+    kept_ids, kept = [], []
+    for ids, vectors in library.store.embedding_batches(library.encoder_name):
+        keep = np.isin(ids, tagged_ids) | in_sample(ids, share, seed)
+        kept_ids.append(ids[keep])
+        kept.append(vectors[keep])
+    if not kept:
+        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+    return np.concatenate(kept_ids), np.concatenate(kept)
+
+
 def library_training_data(library, *, seed: int = 0, hidden: set[int] | frozenset = frozenset()) -> TrainingData:
     """The training items of a library (see the module docstring). Photos in `hidden` are
     treated as untagged (their tags are held out to choose and calibrate scores)."""
     from retrieval.vocabulary import TagVocabulary
 
-    ids, images = library.embeddings()
-    if len(ids) < 8:
-        raise NothingToTrain(f"the library has {len(ids)} embedded photos; index at least 8 before training")
+    total = library.store.count_embeddings(library.encoder_name)
+    if total < 8:
+        raise NothingToTrain(f"the library has {total} embedded photos; index at least 8 before training")
     tags_by_image = library.store.tags_by_image()
+    ids, images = training_photos(library, {i for i, ts in tags_by_image.items() if ts} - set(hidden), seed)
     photo_tags = [[] if int(i) in hidden else tags_by_image.get(int(i), []) for i in ids]
     tags = sorted({t for ts in photo_tags for t in ts})
     if not tags:
-        return _zero_shot_data(library, ids, images, seed)
+        return _zero_shot_data(library, ids, images, seed, total)
 
     start = time.perf_counter()
     vectors = TagVocabulary(library).vectors(tags)  # cached per tag: each text is encoded once, ever
@@ -141,7 +176,8 @@ def library_training_data(library, *, seed: int = 0, hidden: set[int] | frozense
         labels[r, cols] = 1
     has_image, has_text = (np.array(s, bool) for s in zip(*sides))
     facts = {
-        "photos": int(len(ids)),
+        "photos": total,
+        "read": int(len(ids)),  # photos whose embeddings training read: the tagged ones and a sample
         "tagged": int(tagged.sum()),
         "vocabulary": len(tags),
         "guessed": len(by_row),  # untagged photos trained on the teacher's tags
@@ -150,7 +186,7 @@ def library_training_data(library, *, seed: int = 0, hidden: set[int] | frozense
     return TrainingData(np.stack(rows_image), np.stack(rows_text), labels, has_image, has_text, tags, facts)
 
 
-def _zero_shot_data(library, ids: np.ndarray, images: np.ndarray, seed: int) -> TrainingData:
+def _zero_shot_data(library, ids: np.ndarray, images: np.ndarray, seed: int, total: int) -> TrainingData:
     """No photo carries a tag: CLIP's closest vocabulary tag as each photo's text, and a cluster
     of its image neighbours as a second label, so the codes still group like photos."""
     from retrieval.vocabulary import TagVocabulary
@@ -164,6 +200,7 @@ def _zero_shot_data(library, ids: np.ndarray, images: np.ndarray, seed: int) -> 
     labels = np.zeros((len(ids), len(used) + int(clusters.max()) + 1), np.float32)
     labels[np.arange(len(ids)), [column[v] for v in nearest]] = 1
     labels[np.arange(len(ids)), len(used) + clusters] = 1
-    facts = {"photos": int(len(ids)), "tagged": 0, "vocabulary": len(used), "clusters": int(clusters.max()) + 1}
+    facts = {"photos": total, "read": int(len(ids)), "tagged": 0, "vocabulary": len(used)}
+    facts["clusters"] = int(clusters.max()) + 1
     both = np.ones(len(ids), bool)
     return TrainingData(images, tag_vectors[nearest], labels, both, both, [], facts)

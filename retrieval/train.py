@@ -390,10 +390,10 @@ def training_fingerprint(library, bits: int, seed: int) -> str:
     """A digest of everything a library's training depends on: its photos' embeddings, their
     tags, the vocabulary, the settings and the training code's version. Training is
     deterministic, so a library whose fingerprint equals its model's would train that model again."""
-    ids, vectors = library.embeddings()
     digest = hashlib.sha256(json.dumps([TRAINING_VERSION, bits, seed, library.encoder_name]).encode())
-    digest.update(ids.tobytes())
-    digest.update(vectors.astype(np.float16).tobytes())
+    for rows in library.store.embedding_rows(library.encoder_name):  # in batches: any library size
+        digest.update(np.array([r[0] for r in rows], np.int64).tobytes())
+        digest.update(b"".join(r[1] for r in rows))
     digest.update(json.dumps(sorted(library.store.tags_by_image().items())).encode())
     digest.update(json.dumps(library.vocabulary).encode())
     return digest.hexdigest()

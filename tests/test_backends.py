@@ -53,6 +53,7 @@ def test_milvus_index_answers_as_the_faiss_index_does(tmp_path):
             ids=ids,
             codes=codes,
             embeddings_of=lambda part: np.stack([vectors[int(i)] for i in part]),
+            records_of=lambda part: ([f"/photo/{i}.jpg" for i in part], [[f"tag {i % 3}"] for i in part]),
         )
 
     milvus, rebuilt = open_milvus()
@@ -126,6 +127,42 @@ def test_both_backends_give_the_same_top_results(library_on, synthetic_home):
     assert library_on.index.ntotal == 1000
     reference = Library(Settings.resolve(home=library_on.settings.home, backend="sqlite"), encoder=library_on._encoder)
     assert answers(library_on, concepts) == answers(reference, concepts)
+
+
+def test_milvus_rows_keep_the_photos_records_in_step_with_sqlite(synthetic_home, tmp_path):
+    """Each Milvus row holds its photo's path and tags; a tag set here, a tag written by another
+    connection (a watcher's) and a move all reach Milvus, and "which photos carry this tag"
+    is answered there."""
+    import sqlite3
+
+    home, concepts = synthetic_home
+    shutil.copytree(home, tmp_path / "home")
+    settings = Settings.resolve(home=tmp_path / "home", backend="milvus", milvus_uri=str(tmp_path / "milvus.db"))
+    library = Library(settings, encoder=AlignedEncoder(concepts))
+    index, store = library.index, library.store
+    ids = index.ids()
+
+    def in_step() -> bool:
+        paths, tags = store.records_of(ids)
+        library.index  # noqa: B018 - the sync runs when the index is reached
+        return index.records(ids) == {int(i): (p, t) for i, p, t in zip(ids, paths, tags)}
+
+    assert in_step() and len(ids) == 1000
+    first_tag = concepts.names[0]
+    assert library.photos_tagged([first_tag]) == set(store.images_tagged(first_tag)) != set()
+    with store.transaction():
+        store.set_tags(1, ["box 17"], "user")  # photo 1 is tagged: this replaces its own tags
+        store.move_image(2, "/synthetic/moved/photo_0000002.jpg", 1, 0.0)
+    with sqlite3.connect(settings.database_path) as other:  # another process's write
+        tag_id = other.execute("insert into tags (name) values ('grandma''s porch') returning id").fetchone()[0]
+        sql = "insert into image_tags (image_id, tag_id, source, score) values (700, ?, 'accepted', 1)"
+        other.execute(sql, [tag_id])
+    assert library.photos_tagged(["box 17"]) == {1} and library.photos_tagged(["grandma's porch"]) == {700}
+    assert index.records([2])[2][0] == "/synthetic/moved/photo_0000002.jpg"
+    assert in_step()
+    pair = [first_tag, concepts.names[1]]
+    both = set(store.images_tagged(pair[0])) & set(store.images_tagged(pair[1]))
+    assert library.photos_tagged(pair) == both
 
 
 def test_the_library_remembers_its_backend(tmp_path):

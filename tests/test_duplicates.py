@@ -1,8 +1,10 @@
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 from click.testing import CliRunner
+from PIL import Image
 
 from bench.duplicates import pair_scores
 from bench.synthetic import synthetic_photo, write_photo
@@ -11,6 +13,8 @@ from retrieval.duplicates import find_duplicates
 from retrieval.imageio import phash_distance
 from retrieval.ingest import index_paths
 from tests.test_ingest import open_library, random_model
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 
 
 def test_copies_are_grouped_with_the_largest_oldest_one_kept(tmp_path):
@@ -47,30 +51,40 @@ def test_copies_are_grouped_with_the_largest_oldest_one_kept(tmp_path):
     assert json.loads(out.stdout) == [group.to_dict()]
 
 
-def test_the_perceptual_hash_keeps_another_picture_out_and_is_filled_in_for_older_photos(tmp_path):
+def test_the_pixels_confirm_copies_and_keep_another_framing_out(tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
-    original = synthetic_photo(1, (640, 480))
+    original = Image.open(SAMPLE / "astronaut.jpg").convert("RGB")
+    w, h = original.size
     original.save(photos / "a.png")
-    original.resize((320, 240)).save(photos / "b_small.png")
-    original.save(photos / "c_copy.png")
+    original.resize((w // 2, h // 2)).save(photos / "b_small.png")
+    original.rotate(2, resample=Image.BICUBIC).crop((w // 25, h // 25, w - w // 25, h - h // 25)).save(
+        photos / "c_rotated.png"
+    )
+    original.crop((0, 0, w * 6 // 10, h * 6 // 10)).save(photos / "d_other_framing.png")
+    Image.open(SAMPLE / "coffee.jpg").save(photos / "e_other_picture.png")
     library = open_library(tmp_path / "home")
     index_paths(library, [photos], workers=0, progress=False)
     library.install_model(random_model())
-    ids = {n: library.store.image_by_path(str(photos / n))["id"] for n in ("a.png", "b_small.png", "c_copy.png")}
+    ids = {p.name: library.store.image_by_path(str(p))["id"] for p in photos.iterdir()}
     stored = library.store.db["images"].get(ids["a.png"])["phash"]
-    assert stored and phash_distance(stored, library.store.db["images"].get(ids["b_small.png"])["phash"]) <= 4
-    assert [len(g.photos) for g in find_duplicates(library, radius=64, min_cosine=0.99)] == [3]
+    assert phash_distance(stored, library.store.db["images"].get(ids["b_small.png"])["phash"]) <= 4
+    assert phash_distance(stored, library.store.db["images"].get(ids["c_rotated.png"])["phash"]) > 8
 
-    # As if b_small were another picture that CLIP finds just as close: pHash keeps it out.
+    def groups():  # every pair a candidate (radius 64, any cosine): the pixels alone decide
+        return [
+            sorted(os.path.basename(p) for p in g.photos) for g in find_duplicates(library, radius=64, min_cosine=-1)
+        ]
+
+    assert groups() == [["a.png", "b_small.png", "c_rotated.png"]]
+    # A copy whose pHash says otherwise is still told by its features; a photo indexed before
+    # pHashes were kept gets its pHash now.
     flipped = f"{int(stored, 16) ^ (2**64 - 1):016x}"
     with library.store.transaction():
         library.store.set_phash(ids["b_small.png"], flipped)
-        library.store.db["images"].update(ids["c_copy.png"], {"phash": None})  # indexed before pHash was kept
-    groups = find_duplicates(library, radius=64, min_cosine=0.99)
-    assert [sorted(os.path.basename(p) for p in g.photos) for g in groups] == [["a.png", "c_copy.png"]]
-    assert library.store.db["images"].get(ids["c_copy.png"])["phash"] == stored  # computed and kept
-    assert len(find_duplicates(library, radius=64, min_cosine=0.99, max_phash_distance=64)[0].photos) == 3
+        library.store.db["images"].update(ids["a.png"], {"phash": None})
+    assert groups() == [["a.png", "b_small.png", "c_rotated.png"]]
+    assert library.store.db["images"].get(ids["a.png"])["phash"] == stored  # computed and kept
 
 
 def test_duplicates_of_an_empty_library_is_one_clear_error(tmp_path):

@@ -103,3 +103,46 @@ def test_training_items_of_a_tagged_library(tmp_path):
 def test_too_few_photos_is_one_clear_error(tmp_path):
     with pytest.raises(NothingToTrain, match="index at least"):
         train_library(library_at(tmp_path))
+
+
+def test_training_reads_the_library_in_batches_and_samples_the_untagged_photos(tmp_path, monkeypatch):
+    """A library larger than training needs: every tagged photo and a seeded sample of about
+    MAX_UNTAGGED untagged ones are read, in batches; no step reads all embeddings at once; every
+    photo still gets its code."""
+    import retrieval.store
+    import retrieval.supervision
+    from bench.synthetic import AlignedConcepts, AlignedEncoder, fill_library
+    from retrieval.store import Store
+    from retrieval.supervision import in_sample
+
+    concepts = AlignedConcepts(shipped_vocabulary()[:6], dim=32, seed=1, image_noise=0.5)
+    library = Library(Settings.resolve(home=tmp_path / "home", encoder="fake"), encoder=AlignedEncoder(concepts))
+    vectors, labels = concepts.photos(900, seed=2)
+    fill_library(library, vectors, labels, tagged=np.arange(900) % 9 == 0)  # 100 tagged
+    monkeypatch.setattr(retrieval.supervision, "MAX_UNTAGGED", 200)
+    monkeypatch.setattr(retrieval.store, "EMBEDDING_BATCH", 64)
+    batches = []
+    original = Store.embedding_rows
+
+    def counted(self, encoder, *, size=None):
+        for rows in original(self, encoder, size=size):
+            batches.append(len(rows))
+            yield rows
+
+    def everything(self, encoder):
+        raise AssertionError("read every embedding at once")
+
+    monkeypatch.setattr(Store, "embedding_rows", counted)
+    monkeypatch.setattr(Store, "embeddings", everything)
+    metrics = train_library(library, bits=32)
+    assert max(batches) == 64 and sum(batches) >= 3 * 900  # fingerprint, training data (twice), codes
+    assert metrics["photos"] == 900 and 100 + 150 <= metrics["read"] <= 100 + 250  # tagged + ~200 sampled
+    model_id, _ = library.hash_model()
+    assert len(library.store.codes(model_id)[0]) == 900 and library.index.ntotal == 900
+
+    # The sample is a function of the photo and the seed, not of how the ids are batched.
+    ids = np.arange(1, 100_001, dtype=np.int64)
+    kept = in_sample(ids, 0.25, seed=0)
+    assert abs(kept.mean() - 0.25) < 0.01
+    assert np.array_equal(kept, np.concatenate([in_sample(part, 0.25, seed=0) for part in np.array_split(ids, 7)]))
+    assert not np.array_equal(kept, in_sample(ids, 0.25, seed=1)) and in_sample(ids, 1.0, seed=0).all()
