@@ -14,6 +14,7 @@ oldest (EXIF date taken, else file time), then the path.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -82,6 +83,20 @@ def _phash_of(library: Library, image_id: int, known: dict[int, str | None]) -> 
     return known[image_id]
 
 
+@functools.lru_cache(maxsize=1024)  # about 40 kB each: a second run in the same process (the app) decodes nothing
+def _file_features(path: str, size: int, mtime: float) -> Features | None:
+    """Local features of the photo at `path` as it was when indexed with that size and mtime."""
+    try:
+        return features(decode_image(path, target=SIDE).image)
+    except ImageDecodeError:
+        return None  # gone or damaged since it was indexed
+
+
+def forget_features() -> None:
+    """Drop the features kept from earlier runs (a benchmark timing a first run)."""
+    _file_features.cache_clear()
+
+
 class _Pixels:
     """What confirms a candidate pair, read from the photos once per run: pHashes (kept in the
     library; photos indexed before hashlens kept one get theirs now) and local features."""
@@ -93,11 +108,8 @@ class _Pixels:
 
     def features_of(self, image_id: int) -> Features | None:
         if image_id not in self.features:
-            try:
-                path = self.library.store.paths_of([image_id])[0]
-                self.features[image_id] = features(decode_image(path, target=SIDE).image)
-            except ImageDecodeError:
-                self.features[image_id] = None  # gone or damaged since it was indexed
+            row = self.library.store.db.execute("select path, size, mtime from images where id = ?", [image_id])
+            self.features[image_id] = _file_features(*row.fetchone())
         return self.features[image_id]
 
     def same_picture(self, a: int, b: int, max_phash_distance: int) -> bool:

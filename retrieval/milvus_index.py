@@ -160,8 +160,13 @@ class MilvusCodeIndex:
         return bound
 
     def _rows(self, fields: list[str], condition: str = "") -> list[dict]:
-        """Every row (matching `condition`), read by windows of ids: the ids are SQLite's, dense
-        from 1, so the windows are few and each holds fewer rows than a query may return."""
+        """Every row (matching `condition`): in one query when they are fewer than a query may
+        return, else by windows of ids (SQLite's, dense from 1, so the windows are few)."""
+        total = self._count(condition)
+        if total == 0:
+            return []
+        if total < MAX_RESULTS:
+            return self.client.query(self.name, filter=condition, output_fields=fields, limit=total)
         rows = []
         for low in range(0, self._id_ceiling(), ID_WINDOW):
             where = f"id >= {low} and id < {low + ID_WINDOW}" + (f" and ({condition})" if condition else "")

@@ -97,3 +97,28 @@ def test_a_killed_ray_run_is_completed_by_the_next(tmp_path):
     assert proc.returncode == 0
     assert json.loads(out)["added"] == 160 - committed
     assert same(state(home), reference(folder, tmp_path / "ref"))
+
+
+def test_bench_scale_at_toy_size(tmp_path):
+    """`hashlens bench scale` end to end, small: every figure the interface names, Ray's rates
+    for 1 and 2 actors, and Milvus answering with the FAISS backend's distances."""
+    proc = hashlens(
+        tmp_path / "home",
+        "bench",
+        "scale",
+        "--out",
+        str(tmp_path / "out"),
+        "--codes",
+        "3000",
+        "--queries",
+        "20",
+        "--photos",
+        "12",
+    )
+    proc.communicate(timeout=600)
+    assert proc.returncode == 0
+    result = json.loads((tmp_path / "out" / "scale_bench.json").read_text())
+    assert set(result["ray_photos_per_s"]) == {"1", "2"} and all(v > 0 for v in result["ray_photos_per_s"].values())
+    assert result["single_process_photos_per_s"] > 0 and result["codes"] == 3000
+    assert result["milvus_top10_ms_p50"] > 0 and result["faiss_top10_ms_p50"] > 0
+    assert result["same_top10_distances"] == 1.0 and result["milvus_tagged_with_ms_p50"] > 0
