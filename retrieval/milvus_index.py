@@ -110,6 +110,9 @@ class MilvusCodeIndex:
         params = self.client.prepare_index_params()
         if server:
             params.add_index("code", index_type="BIN_IVF_FLAT", metric_type="HAMMING", params={"nlist": 1024})
+            # Tag filters without a scan. milvus-lite refuses scalar indexes ("invalid parameter"):
+            # there a tag on 1% of 1M photos costs about 256 ms (bench scale).
+            params.add_index("tags", index_type="INVERTED")
         else:
             params.add_index("code", index_type="BIN_FLAT", metric_type="HAMMING")
         params.add_index("embedding", index_type="FLAT", metric_type="IP")
