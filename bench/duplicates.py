@@ -18,12 +18,23 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageEnhance
 
 from retrieval.config import Settings
-from retrieval.duplicates import MAX_PHASH_DISTANCE, MIN_COSINE, NEIGHBOURS, RADIUS, find_duplicates, forget_features
+from retrieval.duplicates import (
+    MAX_PHASH_DISTANCE,
+    MIN_COSINE,
+    NEIGHBOURS,
+    RADIUS,
+    clip_neighbours,
+    find_duplicates,
+    forget_features,
+)
+from retrieval.imageio import decode_image, phash_distance
 from retrieval.ingest import index_paths
 from retrieval.library import Library
+from retrieval.picture_match import SIDE, features, shared_area
 from retrieval.train import train_library
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
@@ -120,6 +131,65 @@ def scores(library: Library, sets: dict[str, list[Path]], *, timed: bool = False
     }
 
 
+def _spread(values: list[float]) -> list[float] | None:
+    return [min(values), max(values)] if values else None
+
+
+def pair_figures(library: Library, sets: dict[str, list[Path]]) -> dict:
+    """What the thresholds were read off, per kind of pair: a picture's copies among themselves,
+    a copy against the other framing, two different pictures (their originals). For each, the
+    [min, max] of the pHash distance, and, where both photos are textured, of the matches that
+    agree on one transform and the share each covers of the other; for copies also their code
+    distance and CLIP cosine (what makes them candidates)."""
+    ids, vectors = library.embeddings()
+    row_of = {int(i): r for r, i in enumerate(ids)}
+    index = library.index
+    code_of = dict(zip(index.ids().tolist(), index.codes()))
+    record = {p: library.store.image_by_path(str(p.resolve())) for paths in sets.values() for p in paths}
+    look = {p: features(decode_image(p, target=SIDE).image) for p in record}
+
+    def pairs(kind: list[tuple[Path, Path]]) -> dict:
+        phash, agreeing, shares, codes, cosines = [], [], [], [], []
+        for a, b in kind:
+            ra, rb = record[a], record[b]
+            phash.append(phash_distance(ra["phash"], rb["phash"]))
+            if look[a].textured and look[b].textured:
+                share, agree = shared_area(look[a], look[b])
+                agreeing.append(agree)
+                shares.append(round(share, 3))
+            codes.append(int(np.unpackbits(code_of[ra["id"]] ^ code_of[rb["id"]]).sum()))
+            cosines.append(round(float(vectors[row_of[ra["id"]]] @ vectors[row_of[rb["id"]]]), 3))
+        return {
+            "pairs": len(kind),
+            "phash_distance": _spread(phash),
+            "agreeing_matches": _spread(agreeing),
+            "shared_area": _spread(shares),
+            "code_distance": _spread(codes),
+            "clip_cosine": _spread(cosines),
+        }
+
+    copies = [pair for paths in sets.values() for pair in itertools.combinations(paths[:-1], 2)]
+    framings = [(copy, paths[-1]) for paths in sets.values() for copy in paths[:-1]]
+    originals = [paths[0] for paths in sets.values()]
+    return {
+        "copies": pairs(copies),
+        "other_framings": pairs(framings),
+        "different_pictures": pairs(list(itertools.combinations(originals, 2))),
+    }
+
+
+def neighbour_search_seconds(sizes: tuple[int, ...] = (10_000, 50_000), dim: int = 512) -> dict[str, float]:
+    """Seconds of the exact CLIP-neighbour search (every pair) on random unit vectors."""
+    out = {}
+    for n in sizes:
+        x = np.random.default_rng(0).standard_normal((n, dim)).astype(np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        start = time.perf_counter()
+        clip_neighbours(x, NEIGHBOURS)
+        out[str(n)] = time.perf_counter() - start
+    return out
+
+
 def run_duplicates_bench(out: str | Path, *, encoder: str = "random", log=None) -> dict:
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     out = Path(out)
@@ -145,6 +215,7 @@ def run_duplicates_bench(out: str | Path, *, encoder: str = "random", log=None) 
         found = scores(library, sets, max_phash_distance=max_phash)
         flat.append({"max_phash_distance": max_phash, "precision": found["precision"], "recall": found["recall"]})
     main = scores(library, sets, timed=True)
+    figures = pair_figures(library, sets)
     log("held-out variants: indexing and training a second library")
     held_sets = make_variants(out / "photos_held_out", HELD_OUT)
     held = scores(grouped_library(out / "photos_held_out", out / "library_held_out", encoder), held_sets, timed=True)
@@ -161,6 +232,8 @@ def run_duplicates_bench(out: str | Path, *, encoder: str = "random", log=None) 
         "held_out": {**held, "variants": asdict(HELD_OUT)},
         "sweep": sweep,
         "flat_pictures_sweep": flat,
+        "pair_figures": figures,  # of the first set: what the thresholds were read off
+        "neighbour_search_seconds": neighbour_search_seconds(),
     }
     (out / "duplicates_bench.json").write_text(json.dumps(result, indent=1))
 
@@ -189,6 +262,19 @@ def run_duplicates_bench(out: str | Path, *, encoder: str = "random", log=None) 
             f"| {r['radius']} | {r['neighbours']} | {r['min_cosine']} | {r['precision']:.3f} | {r['recall']:.3f} |"
             for r in sweep
         ],
+        "",
+        "What the thresholds were read off, first set ([min, max]; matches and shares where both photos are textured):",
+        "",
+        "| pairs | count | pHash distance | agreeing matches | shared area | code distance | CLIP cosine |",
+        "|---|---|---|---|---|---|---|",
+        *[
+            f"| {kind.replace('_', ' ')} | {f['pairs']} | {f['phash_distance']} | {f['agreeing_matches']} | "
+            f"{f['shared_area']} | {f['code_distance']} | {f['clip_cosine']} |"
+            for kind, f in figures.items()
+        ],
+        "",
+        "Exact CLIP-neighbour search, random 512-dim vectors: "
+        + ", ".join(f"{n} photos {t:.1f} s" for n, t in result["neighbour_search_seconds"].items()),
         "",
         "Pictures too flat for local features are confirmed by their pHash distance; on the first set:",
         "",

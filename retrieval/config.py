@@ -20,13 +20,13 @@ BACKENDS = ("sqlite", "milvus")  # where the codes are searched: FAISS beside SQ
 # hashlens duplicates: candidates within this code radius and CLIP cosine (it rules out unrelated
 # pictures), confirmed from the pixels. pHash bits (of 64) in bench duplicates' first set:
 # re-encodes and resizes of a picture 0–4, 4% crops and 2° rotations up to 26, other framings of
-# it 24 or more, different pictures 20 or more. Pairs within SAME_PHASH are copies at once; the
+# it 26 or more, different pictures 20 or more. Pairs within SAME_PHASH are copies at once; the
 # others are told by their local features (retrieval/picture_match.py), and pictures too flat
 # for features by MAX_PHASH_DISTANCE. Read off that set; its held-out set checks them.
 DUPLICATE_RADIUS = 4
 # Besides the photos within the code radius, each photo's nearest photos by CLIP cosine are
-# candidates: copies cropped or rotated a little keep a CLIP cosine of 0.95 or more, but their
-# codes can differ by 15–26 of 64 bits (bench duplicates, demo encoder), far outside any radius
+# candidates: copies cropped or rotated a little keep a CLIP cosine of 0.944 or more, but their
+# codes can differ by up to 26 of 64 bits (bench duplicates, demo encoder), far outside any radius
 # that keeps the candidates few. Bursts larger than this still join up, copy by copy.
 DUPLICATE_NEIGHBOURS = 8
 DUPLICATE_MIN_COSINE = 0.90

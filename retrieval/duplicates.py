@@ -6,7 +6,7 @@ candidate needs a CLIP cosine above a threshold, which rules out unrelated pictu
 two framings of one subject. A candidate pair is then confirmed from the pixels: at once when
 their perceptual hashes (pHash, kept from indexing) all but agree; otherwise by their local
 features (retrieval/picture_match.py: does each photo cover most of the other?), which survive
-the crops and rotations that move a pHash by a third of its bits; and for pictures too flat
+the crops and rotations that move a pHash by up to 26 of its 64 bits; and for pictures too flat
 for features, by a looser pHash distance.
 Groups are the connected pairs; each gets a suggested keeper: the largest resolution, then the
 oldest (EXIF date taken, else file time), then the path.

@@ -3,10 +3,10 @@
 ORB keypoints of each photo are matched; a rotation, scale and shift is fitted to the matches
 (RANSAC), and under it each photo's outline is laid on the other: the share of each that the
 other covers is what tells a copy from another shot. Re-encodes, resizes, small crops and
-small rotations keep nearly all of the picture (a 4% crop on every side: 0.85), while another
-framing of the same scene covers little of it (0.61 at most in bench duplicates' sets), and two
-different pictures have no transform that many keypoints agree on (10 at most there, against
-21 or more for copies on the set the thresholds were read off). A perceptual hash, by contrast,
+small rotations keep nearly all of the picture (0.834 or more), while another framing of the
+same scene covers little of it (0.379 at most), and two different pictures have no transform
+that many keypoints agree on (10 at most, against 23 or more for copies): bench duplicates'
+first set, on which the thresholds were read off. A perceptual hash, by contrast,
 moves by up to 26 of its 64 bits under a 2° rotation.
 """
 
@@ -21,8 +21,8 @@ from PIL import Image
 SIDE = 320  # photos are compared with their shorter side at this many pixels
 MAX_KEYPOINTS = 1000
 MIN_KEYPOINTS = 50  # fewer: too flat a picture to tell by its features (same_picture says None)
-MIN_INLIERS = 15  # matches that agree on one transform (copies 21+, different pictures ≤ 10)
-MIN_SHARED = 0.75  # share of each photo the other must cover (copies 0.84+, other framings ≤ 0.61)
+MIN_INLIERS = 15  # matches that agree on one transform (copies 23+, different pictures ≤ 10)
+MIN_SHARED = 0.75  # share of each photo the other must cover (copies 0.834+, other framings ≤ 0.379)
 RANSAC_PIXELS = 4.0  # how far (pixels at SIDE) a match may land from where the transform puts it
 
 

@@ -424,14 +424,11 @@ class Store:
         return {r[0] for r in self.db.execute("select image_id from embeddings where encoder = ?", [encoder])}
 
     def embeddings(self, encoder: str) -> tuple[np.ndarray, np.ndarray]:
-        """(ids [n], float32 vectors [n, dim]) of every embedding from `encoder`."""
-        rows = self.db.execute(
-            "select image_id, vector from embeddings where encoder = ? order by image_id", [encoder]
-        ).fetchall()
-        if not rows:
+        """(ids [n], float32 vectors [n, dim]) of every embedding from `encoder`, all in memory."""
+        batches = list(self.embedding_batches(encoder))
+        if not batches:
             return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
-        ids = np.array([r[0] for r in rows], np.int64)
-        return ids, np.stack([np.frombuffer(r[1], np.float16) for r in rows]).astype(np.float32)
+        return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
 
     def count_embeddings(self, encoder: str) -> int:
         return self.db.execute("select count(*) from embeddings where encoder = ?", [encoder]).fetchone()[0]

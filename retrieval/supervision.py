@@ -106,11 +106,11 @@ def in_sample(ids: np.ndarray, share: float, seed: int) -> np.ndarray:
     return (x >> np.uint64(11)).astype(np.float64) / 2.0**53 < share
 
 
-def training_photos(library, tagged: set[int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+def training_photos(library, tagged: set[int], seed: int, total: int) -> tuple[np.ndarray, np.ndarray]:
     """(ids, embeddings) training reads, in id order: every tagged photo, and the untagged ones
-    or, in a library of more than MAX_UNTAGGED of them, a seeded sample of about that many. Read
-    in batches, so memory holds what training uses and one batch, not the whole library."""
-    total = library.store.count_embeddings(library.encoder_name)
+    or, in a library of more than MAX_UNTAGGED of them (of `total` embedded photos), a seeded
+    sample of about that many. Read in batches, so memory holds what training uses and one
+    batch, not the whole library."""
     share = MAX_UNTAGGED / max(1, total - len(tagged))
     tagged_ids = np.array(sorted(tagged), np.int64)
     kept_ids, kept = [], []
@@ -132,7 +132,7 @@ def library_training_data(library, *, seed: int = 0, hidden: set[int] | frozense
     if total < 8:
         raise NothingToTrain(f"the library has {total} embedded photos; index at least 8 before training")
     tags_by_image = library.store.tags_by_image()
-    ids, images = training_photos(library, {i for i, ts in tags_by_image.items() if ts} - set(hidden), seed)
+    ids, images = training_photos(library, {i for i, ts in tags_by_image.items() if ts} - set(hidden), seed, total)
     photo_tags = [[] if int(i) in hidden else tags_by_image.get(int(i), []) for i in ids]
     tags = sorted({t for ts in photo_tags for t in ts})
     if not tags:

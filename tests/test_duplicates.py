@@ -12,6 +12,7 @@ from retrieval.cli import main
 from retrieval.duplicates import find_duplicates
 from retrieval.imageio import phash_distance
 from retrieval.ingest import index_paths
+from retrieval.picture_match import MIN_INLIERS, MIN_SHARED
 from tests.test_ingest import open_library, random_model
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
@@ -110,3 +111,10 @@ def test_bench_duplicates_keeps_other_framings_out_on_both_sets(tmp_path):
         assert figures["copies_found"]["reencoded"] == figures["copies_found"]["resized"] == 1.0
         assert 0.0 < figures["recall"] <= 1.0 and 0.0 < figures["precision"] <= 1.0
     assert (tmp_path / "duplicates_bench.md").read_text().count("|") > 20  # the sweep table
+    # The thresholds lie in the gaps the pixels show (the same on any encoder): copies agree on
+    # more matches than different pictures ever do, and cover more of each other than another
+    # framing does.
+    pairs = result["pair_figures"]
+    assert pairs["different_pictures"]["agreeing_matches"][1] < MIN_INLIERS <= pairs["copies"]["agreeing_matches"][0]
+    assert pairs["other_framings"]["shared_area"][1] < MIN_SHARED <= pairs["copies"]["shared_area"][0]
+    assert set(result["neighbour_search_seconds"]) == {"10000", "50000"}
