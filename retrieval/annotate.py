@@ -231,7 +231,7 @@ def fit_calibration(library: Library, photo_ids: list[int], truth: dict[int, set
     if len(photo_ids) < MIN_CALIBRATION_PHOTOS:
         return Calibration()
     tags_by_image = library.store.tags_by_image()
-    vectors = library.store.embeddings_of(library.encoder_name, photo_ids)
+    vectors = library.embedding_store.of(photo_ids)
     table = library.tag_table()
     xs, ys, groups = [], [], []
     for image_id, vector in zip(photo_ids, vectors):

@@ -292,6 +292,7 @@ def index_paths(
         gone = [rec["id"] for rec in missing.values()]
         with store.transaction():
             store.remove_images(gone)
+        library.embedding_store.forget(np.array(gone))
         if library.index is not None:
             library.index.remove(np.array(gone))
         summary.removed = len(gone)
@@ -375,6 +376,7 @@ def _record_failure(library, key, size, mtime, reason, summary, digest=None) -> 
     with library.store.transaction():
         image_id = library.store.upsert_image(record)
         library.store.remove_images_data([image_id])
+    library.embedding_store.forget(np.array([image_id]))
     if library.index is not None:
         library.index.remove(np.array([image_id]))
     summary.failed += 1
@@ -391,7 +393,7 @@ def _commit_batch(library, batch, found, known, sidecar, current, summary) -> No
     codes = current[1].encode(vectors, "image") if current else None
     store, ids = library.store, []
     with store.transaction():
-        for (key, decoded, digest, _), vector in zip(batch, vectors):
+        for key, decoded, digest, _ in batch:
             _, size, mtime = found[key]
             image_id = store.upsert_image(
                 {
@@ -408,7 +410,6 @@ def _commit_batch(library, batch, found, known, sidecar, current, summary) -> No
                     "phash": decoded.phash,
                 }
             )
-            store.put_embedding(image_id, library.encoder.name, vector)
             if decoded.xmp_keywords:
                 store.set_tags(image_id, decoded.xmp_keywords, "xmp")
             if decoded.iptc_keywords:
@@ -418,6 +419,7 @@ def _commit_batch(library, batch, found, known, sidecar, current, summary) -> No
                 summary.updated += 1
             else:
                 summary.added += 1
+        library.embedding_store.put(np.array(ids), vectors)  # Milvus: written before this commit
         if codes is not None:
             store.put_codes(current[0], ids, codes)
     if codes is not None:

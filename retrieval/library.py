@@ -18,6 +18,7 @@ from models.checkpoint import model_from_bytes, model_to_bytes
 from models.clip import Encoder, encoder_name, is_demo, make_encoder, resolve_precision
 from models.sparsehash import SparseHash
 from retrieval.config import Settings
+from retrieval.embedding_store import MilvusEmbeddings, SqliteEmbeddings, move_embeddings
 from retrieval.index import CodeIndex
 from retrieval.ranking import relaxed_codes
 from retrieval.store import Store
@@ -64,6 +65,8 @@ class Library:
         self._tag_table: tuple[tuple, tuple] | None = None  # (model id, tag names) -> tag_table()
         self._seen_version: int | None = None  # the store's data_version when the index was last checked
         self._index_version: tuple | None = None  # codes_version() the index was loaded at
+        self._embedding_store = None
+        self._milvus_clients: dict[str, object] = {}  # by URI
 
     @classmethod
     def open(cls, home: str | Path | None = None, **options) -> Library:
@@ -108,6 +111,40 @@ class Library:
             return shipped_vocabulary()
         return self._vocabulary
 
+    def _milvus(self, uri: str | None = None):
+        """One Milvus client per URI for the life of the library (the backend's, by default)."""
+        from retrieval.milvus_index import MilvusClient, require_milvus
+
+        require_milvus()
+        uri = uri or self.settings.milvus_uri
+        if uri not in self._milvus_clients:
+            self._milvus_clients[uri] = MilvusClient(uri)
+        return self._milvus_clients[uri]
+
+    @property
+    def embedding_store(self):
+        """Where the photos' embeddings are kept: SQLite, or Milvus on the Milvus backend
+        (retrieval/embedding_store.py). A library whose backend changed has them moved first."""
+        if self._embedding_store is None:
+            key = f"embeddings_in:{self.encoder_name}"
+            wanted = "sqlite" if self.settings.backend == "sqlite" else f"milvus {self.settings.milvus_uri}"
+            kept = self.store.get_meta(key) or "sqlite"
+            here = self._embeddings_at(wanted)
+            if kept != wanted:
+                move_embeddings(self.store, self.encoder_name, self._embeddings_at(kept), here)
+                with self.store.transaction():
+                    self.store.set_meta(key, wanted)
+            self._embedding_store = here
+        return self._embedding_store
+
+    def _embeddings_at(self, place: str):
+        """The embedding store at `place`: "sqlite", or "milvus URI"."""
+        where, _, uri = place.partition(" ")
+        if where == "milvus":
+            library_id = self.store.get_meta("library_id")
+            return MilvusEmbeddings(self.store, self.encoder_name, self._milvus(uri), library_id=library_id)
+        return SqliteEmbeddings(self.store, self.encoder_name)
+
     def hash_model(self) -> tuple[int, SparseHash] | None:
         """(model id, model) of the newest hash model for this library's encoder, or None."""
         model_id = self.store.current_model_id(self.encoder_name)
@@ -149,13 +186,14 @@ class Library:
             seq = self.store.record_seq()  # before the rows are read: a change made meanwhile is synced next time
             index, rebuilt = MilvusCodeIndex.open(
                 self.settings.milvus_uri,
+                client=self._milvus(),
                 library_id=self.store.get_meta("library_id"),
                 bits=bits,
                 model_id=model_id,
-                dim=self.store.embedding_dim(self.encoder_name) or self.encoder.dim,
+                dim=self.embedding_store.dim() or self.encoder.dim,
                 ids=ids,
                 codes=codes,
-                embeddings_of=lambda part: self.store.embeddings_of(self.encoder_name, part),
+                embeddings_of=self.embedding_store.of,
                 records_of=self.store.records_of,
             )
             if rebuilt:
@@ -233,7 +271,7 @@ class Library:
                 metrics=metrics or {},
                 weights=model_to_bytes(model),
             )
-            for batch_ids, vectors in self.store.embedding_batches(self.encoder_name):
+            for batch_ids, vectors in self.embedding_store.batches():
                 id_parts.append(batch_ids)
                 code_parts.append(model.encode(vectors, "image"))
                 self.store.put_codes(model_id, batch_ids, code_parts[-1])
@@ -256,7 +294,8 @@ class Library:
         index = self.index
         if index is not None:
             index.knn(np.zeros(index.bits // 8, np.uint8), 1)  # search tables built and compiled on first use
-        self.store.db.execute("select sum(length(vector)) from embeddings where encoder = ?", [self.encoder_name])
+        if self.embedding_store.where == "sqlite":
+            self.store.db.execute("select sum(length(vector)) from embeddings where encoder = ?", [self.encoder_name])
 
     def similarities(self, ids: np.ndarray, vector: np.ndarray) -> np.ndarray:
         """Cosine similarity of the stored embeddings of `ids` to one unit vector [dim].
@@ -265,7 +304,7 @@ class Library:
         threads, which then spin on the cores the CLIP encoder needs next (measured: the next
         text encoding 31 → 97 ms on 2 cores)."""
         index = self._index if self.settings.backend == "milvus" else None  # Milvus holds the re-rank vectors
-        vectors = index.embeddings_of(ids) if index is not None else self.store.embeddings_of(self.encoder_name, ids)
+        vectors = index.embeddings_of(ids) if index is not None else self.embedding_store.of(ids)
         return np.einsum("ij,j->i", vectors, vector)
 
     def embed_photo(self, photo: str | Path) -> tuple[int | None, np.ndarray]:
@@ -275,7 +314,7 @@ class Library:
         path = Path(photo).expanduser().resolve()
         record = self.store.image_by_path(str(path))
         if record is not None and record["status"] == "ok":
-            return record["id"], self.store.embeddings_of(self.encoder_name, [record["id"]])[0]
+            return record["id"], self.embedding_store.of([record["id"]])[0]
         try:
             decoded = decode_image(path, target=self.encoder.image_size)
         except ImageDecodeError as e:
@@ -306,6 +345,7 @@ class Library:
             "demo_encoder": self.is_demo,
             "precision": self.precision,
             "backend": self.settings.backend,
+            "embeddings_in": self.embedding_store.where,
             "hash_model": current["id"] if current else None,
             "indexed": index.ntotal if index is not None else 0,
             "index_bytes": index_bytes,
@@ -316,4 +356,8 @@ class Library:
         }
 
     def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.store.embeddings(self.encoder_name)
+        """(ids [n], float32 vectors [n, dim]) of every photo, all in memory (small libraries, tests)."""
+        batches = list(self.embedding_store.batches())
+        if not batches:
+            return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])

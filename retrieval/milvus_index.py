@@ -79,11 +79,12 @@ class MilvusCodeIndex:
         codes: np.ndarray,
         embeddings_of: Callable[[np.ndarray], np.ndarray],
         records_of: Callable[[np.ndarray], tuple[list[str], list[list[str]]]],
+        client=None,
     ) -> tuple[MilvusCodeIndex, bool]:
         """The model's collection if it holds SQLite's (ids, codes), else rebuilt from them.
-        Returns (index, rebuilt)."""
+        Returns (index, rebuilt). `client`: one already connected to `uri`."""
         require_milvus()
-        client = MilvusClient(uri)
+        client = client or MilvusClient(uri)
         index = cls(client, collection_name(library_id, model_id), bits, model_id, dim, embeddings_of, records_of)
         if client.has_collection(index.name):
             fields = {f["name"] for f in client.describe_collection(index.name)["fields"]}

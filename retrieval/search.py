@@ -291,7 +291,7 @@ def _order(library, ids, vectors, modality, *, k, rerank, carried, weight, codes
             model,
             vectors,
             modality,
-            library.store.embeddings_of(library.encoder_name, ids),
+            library.embedding_store.of(ids),
             weight=1.0 if weight is None else weight,
             learned_spread=spreads[0],
             cosine_spread=spreads[1],

@@ -6,6 +6,7 @@ migrations (m001_…), applied in order and recorded in the `migrations` table.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 import time
@@ -416,8 +417,14 @@ class Store:
     # --- embeddings and codes --------------------------------------------------------------
 
     def put_embedding(self, image_id: int, encoder: str, vector: np.ndarray) -> None:
-        blob = np.asarray(vector, np.float16).tobytes()
-        self.db["embeddings"].insert({"image_id": image_id, "encoder": encoder, "vector": blob}, replace=True)
+        self.put_embeddings(encoder, [image_id], np.asarray(vector)[None])
+
+    def put_embeddings(self, encoder: str, ids: Iterable[int], vectors: np.ndarray | None) -> None:
+        """Store the float16 embeddings of `ids`; with `vectors` None, only the fact that they
+        have one, held elsewhere (an empty vector: the Milvus backend keeps the vectors)."""
+        blobs = itertools.repeat(b"") if vectors is None else (v.tobytes() for v in np.asarray(vectors, np.float16))
+        rows = ({"image_id": int(i), "encoder": encoder, "vector": b} for i, b in zip(ids, blobs))
+        self.db["embeddings"].insert_all(rows, replace=True)
 
     def embedded_ids(self, encoder: str) -> set[int]:
         """Ids of the images that have an embedding from `encoder`."""
@@ -433,11 +440,16 @@ class Store:
     def count_embeddings(self, encoder: str) -> int:
         return self.db.execute("select count(*) from embeddings where encoder = ?", [encoder]).fetchone()[0]
 
-    def embedding_rows(self, encoder: str, *, size: int | None = None) -> Iterator[list[tuple[int, bytes]]]:
+    def embedding_rows(
+        self, encoder: str, *, size: int | None = None, held: str | None = None
+    ) -> Iterator[list[tuple[int, bytes]]]:
         """Every (id, float16 blob) of `encoder`'s embeddings, `size` rows at a time in id order:
-        a library of any size is read with one batch in memory (keyset paging on the primary key)."""
+        a library of any size is read with one batch in memory (keyset paging on the primary key).
+        `held`: "here" for the rows whose vector SQLite holds, "elsewhere" for the others."""
         last, size = -1, size or EMBEDDING_BATCH
-        sql = "select image_id, vector from embeddings where encoder = ? and image_id > ? order by image_id limit ?"
+        where = {None: "", "here": "and length(vector) > 0", "elsewhere": "and length(vector) = 0"}[held]
+        sql = f"select image_id, vector from embeddings where encoder = ? and image_id > ? {where} "
+        sql += "order by image_id limit ?"
         while rows := self.db.execute(sql, [encoder, last, size]).fetchall():
             yield rows
             last = rows[-1][0]

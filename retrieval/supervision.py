@@ -114,7 +114,7 @@ def training_photos(library, tagged: set[int], seed: int, total: int) -> tuple[n
     share = MAX_UNTAGGED / max(1, total - len(tagged))
     tagged_ids = np.array(sorted(tagged), np.int64)
     kept_ids, kept = [], []
-    for ids, vectors in library.store.embedding_batches(library.encoder_name):
+    for ids, vectors in library.embedding_store.batches():
         keep = np.isin(ids, tagged_ids) | in_sample(ids, share, seed)
         kept_ids.append(ids[keep])
         kept.append(vectors[keep])
@@ -128,7 +128,7 @@ def library_training_data(library, *, seed: int = 0, hidden: set[int] | frozense
     treated as untagged (their tags are held out to choose and calibrate scores)."""
     from retrieval.vocabulary import TagVocabulary
 
-    total = library.store.count_embeddings(library.encoder_name)
+    total = library.embedding_store.count()
     if total < 8:
         raise NothingToTrain(f"the library has {total} embedded photos; index at least 8 before training")
     tags_by_image = library.store.tags_by_image()

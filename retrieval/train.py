@@ -323,7 +323,7 @@ def _similarities(library, model: SparseHash, photo_ids: list[int], tags: list[s
     half of the photos to the second half)."""
     from retrieval.vocabulary import TagVocabulary
 
-    vectors = library.store.embeddings_of(library.encoder_name, photo_ids)  # [p, dim]
+    vectors = library.embedding_store.of(photo_ids)  # [p, dim]
     photos = relaxed_codes(model, vectors, "image")
     tag_vectors = TagVocabulary(library).vectors(tags)
     text = (learned_similarity(relaxed_codes(model, tag_vectors, "text"), photos), tag_vectors @ vectors.T)
@@ -340,7 +340,7 @@ def radius_precision_table(library, model: SparseHash, held_out: list[int], trut
         return None
     from retrieval.vocabulary import TagVocabulary
 
-    photos = model.encode(library.store.embeddings_of(library.encoder_name, held_out), "image")
+    photos = model.encode(library.embedding_store.of(held_out), "image")
     distances = hamming_distances(model.encode(TagVocabulary(library).vectors(tags), "text"), photos)
     carries = np.array([[t in truth[i] for i in held_out] for t in tags])  # [tags, held-out]
     table = []
@@ -391,9 +391,9 @@ def training_fingerprint(library, bits: int, seed: int) -> str:
     tags, the vocabulary, the settings and the training code's version. Training is
     deterministic, so a library whose fingerprint equals its model's would train that model again."""
     digest = hashlib.sha256(json.dumps([TRAINING_VERSION, bits, seed, library.encoder_name]).encode())
-    for rows in library.store.embedding_rows(library.encoder_name):  # in batches: any library size
-        digest.update(np.array([r[0] for r in rows], np.int64).tobytes())
-        digest.update(b"".join(r[1] for r in rows))
+    for ids, vectors in library.embedding_store.batches():  # in batches: any library size
+        digest.update(ids.tobytes())
+        digest.update(vectors.astype(np.float16).tobytes())  # the stored float16 bytes, on either backend
     digest.update(json.dumps(sorted(library.store.tags_by_image().items())).encode())
     digest.update(json.dumps(library.vocabulary).encode())
     return digest.hexdigest()
@@ -418,7 +418,7 @@ def train_library(library, *, bits: int = 64, seed: int = 0, force: bool = False
     if current is not None and not force:
         metrics = library.model_metrics()
         coded = library.store.db.execute("select count(*) from codes where model_id = ?", [current[0]]).fetchone()[0]
-        if metrics.get("fingerprint") == fingerprint and coded == len(library.store.embedded_ids(library.encoder_name)):
+        if metrics.get("fingerprint") == fingerprint and coded == library.embedding_store.count():
             return dict(metrics, unchanged=True)  # and every photo still has its code
     seconds: dict[str, float] = {}  # where the time goes, by step (the model's metrics show it)
     clock = time.perf_counter()

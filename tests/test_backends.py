@@ -121,12 +121,68 @@ def answers(library: Library, concepts: AlignedConcepts) -> list:
     return out
 
 
-def test_both_backends_give_the_same_top_results(library_on, synthetic_home):
-    _, concepts = synthetic_home
-    assert library_on.stats()["backend"] == library_on.settings.backend
+def test_both_backends_give_the_same_top_results(library_on, synthetic_home, tmp_path):
+    home, concepts = synthetic_home
+    stats = library_on.stats()
+    assert stats["backend"] == stats["embeddings_in"] == library_on.settings.backend
     assert library_on.index.ntotal == 1000
-    reference = Library(Settings.resolve(home=library_on.settings.home, backend="sqlite"), encoder=library_on._encoder)
+    shutil.copytree(home, tmp_path / "reference")
+    reference = Library(Settings.resolve(home=tmp_path / "reference", backend="sqlite"), encoder=library_on._encoder)
     assert answers(library_on, concepts) == answers(reference, concepts)
+
+
+def stored_vector_bytes(library: Library) -> int:
+    sql = "select coalesce(sum(length(vector)), 0) from embeddings where encoder = ?"
+    return library.store.db.execute(sql, [library.encoder_name]).fetchone()[0]
+
+
+def test_on_the_milvus_backend_the_embeddings_live_in_milvus_and_move_back(synthetic_home, tmp_path):
+    """Opened on Milvus, a SQLite library's vectors move into Milvus (SQLite keeps which photos
+    have one); opened on SQLite again, they come back, bit for bit; a move cut short goes on."""
+    from retrieval.embedding_store import MilvusEmbeddings, SqliteEmbeddings, move_embeddings
+
+    home, concepts = synthetic_home
+    shutil.copytree(home, tmp_path / "home")
+    encoder, uri = AlignedEncoder(concepts), str(tmp_path / "milvus.db")
+    on_sqlite = Library(Settings.resolve(home=tmp_path / "home"), encoder=encoder)
+    ids, vectors = on_sqlite.embeddings()
+    assert stored_vector_bytes(on_sqlite) == 1000 * 32 * 2
+
+    on_milvus = Library(Settings.resolve(home=tmp_path / "home", backend="milvus", milvus_uri=uri), encoder=encoder)
+    assert on_milvus.embedding_store.where == "milvus" and stored_vector_bytes(on_milvus) == 0
+    assert on_milvus.embedding_store.count() == 1000 and on_milvus.embedding_store.dim() == 32
+    moved_ids, moved = on_milvus.embeddings()
+    assert np.array_equal(moved_ids, ids) and np.array_equal(moved, vectors)
+    assert np.array_equal(on_milvus.embedding_store.of(ids[[5, 1, 700]]), vectors[[5, 1, 700]])
+    collection = on_milvus.embedding_store.name
+    on_milvus.store.db.close()
+
+    back = Library(Settings.resolve(home=tmp_path / "home", backend="sqlite"), encoder=encoder)
+    assert back.embedding_store.where == "sqlite" and stored_vector_bytes(back) == 1000 * 32 * 2
+    assert np.array_equal(back.embeddings()[1], vectors)
+    assert not back._milvus(uri).has_collection(collection)  # dropped once empty
+
+    # Cut short after two batches of 100, then run again: every vector once, in Milvus.
+    store, name = back.store, back.encoder_name
+    target = MilvusEmbeddings(store, name, back._milvus(uri), library_id="cut")
+    calls = {"n": 0}
+    real_put = target.put
+
+    def failing_put(part_ids, part_vectors):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        real_put(part_ids, part_vectors)
+
+    target.put = failing_put
+    with pytest.raises(KeyboardInterrupt):
+        move_embeddings(store, name, SqliteEmbeddings(store, name), target, size=100)
+    assert stored_vector_bytes(back) == 800 * 32 * 2  # the first 200 are in Milvus
+    target.put = real_put
+    assert move_embeddings(store, name, SqliteEmbeddings(store, name), target, size=100) == 800
+    assert stored_vector_bytes(back) == 0 and target.count() == 1000
+    assert target.client.query(target.name, filter="", output_fields=["count(*)"])[0]["count(*)"] == 1000
+    assert np.array_equal(np.concatenate([v for _, v in target.batches(size=300)]), vectors)
 
 
 def test_milvus_rows_keep_the_photos_records_in_step_with_sqlite(synthetic_home, tmp_path):
@@ -205,6 +261,9 @@ def test_cli_on_a_milvus_library(milvus_cli_home):
     home, photos = milvus_cli_home
     stats = json.loads(cli(home, "stats", "--json").stdout)
     assert (stats["backend"], stats["photos"], stats["indexed"]) == ("milvus", 24, 24)  # remembered; codes in Milvus
+    assert stats["embeddings_in"] == "milvus"
+    sql = "select count(*), sum(length(vector)) from embeddings"
+    assert Library(Settings.resolve(home=home)).store.db.execute(sql).fetchone() == (24, 0)  # vectors: Milvus only
     found = json.loads(cli(home, "search", "red", "-k", "5", "--json").stdout)
     assert len(found) == 5 and all(r["tagged"] for r in found)
     assert len(json.loads(cli(home, "similar", str(photos / "p00.jpg"), "-k", "3", "--json").stdout)) == 3
