@@ -6,6 +6,9 @@ multi-index over FAISS codes), timed one query at a time; Milvus' insert rate is
 Ingest: the same generated photos indexed into fresh libraries by a plain `hashlens index` and
 by `index --ray` with 1 and 2 encoder actors, one after the other in the same run; photos per
 second of the whole run, Ray's start-up included (what the user waits for).
+Embeddings: a library of 512-dim float16 embeddings in SQLite is opened on the Milvus backend,
+which moves them into milvus-lite (timed: the insert rate), and both are read back in batches as
+training reads them (timed: rows per second from each).
 """
 
 from __future__ import annotations
@@ -67,12 +70,50 @@ def ingest_rates(out: Path, *, photos: int, encoder: str, log) -> dict:
     return rates
 
 
+def embedding_rates(out: Path, *, rows: int, dim: int = 512, log) -> dict:
+    """Rows per second: embeddings moved from SQLite into milvus-lite, and read in training's
+    batches from each."""
+    from bench.synthetic import fill_library
+    from retrieval.config import Settings
+    from retrieval.library import Library
+
+    home, uri = out / "embeddings", out / "embeddings_milvus.db"
+    shutil.rmtree(home, ignore_errors=True)
+    shutil.rmtree(uri, ignore_errors=True)
+    uri.unlink(missing_ok=True)
+    vectors = np.random.default_rng(1).standard_normal((rows, dim)).astype(np.float32)
+    on_sqlite = Library(Settings.resolve(home=home, encoder="fake"))
+    fill_library(on_sqlite, vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+
+    def read_rate(library) -> float:
+        start = time.perf_counter()
+        read = sum(len(ids) for ids, _ in library.embedding_store.batches())
+        assert read == rows
+        return rows / (time.perf_counter() - start)
+
+    rates = {"embedding_rows": rows, "sqlite_embedding_read_rows_per_s": read_rate(on_sqlite)}
+    on_sqlite.store.db.close()
+    on_milvus = Library(Settings.resolve(home=home, encoder="fake", backend="milvus", milvus_uri=str(uri)))
+    start = time.perf_counter()
+    assert on_milvus.embedding_store.where == "milvus"  # opening it moves the embeddings
+    rates["milvus_embedding_move_rows_per_s"] = rows / (time.perf_counter() - start)
+    rates["milvus_embedding_read_rows_per_s"] = read_rate(on_milvus)
+    log(
+        f"embeddings ({rows:,} x {dim}): moved into milvus-lite at {rates['milvus_embedding_move_rows_per_s']:,.0f} "
+        f"rows/s; training reads {rates['sqlite_embedding_read_rows_per_s']:,.0f} rows/s from SQLite, "
+        f"{rates['milvus_embedding_read_rows_per_s']:,.0f} from milvus-lite"
+    )
+    on_milvus.store.db.close()
+    return rates
+
+
 def run_scale_bench(
     out: str | Path,
     *,
     codes: int = 1_000_000,
     queries: int = 200,
     photos: int = 160,
+    embedding_rows: int = 20_000,
     encoder: str = "random",
     log=None,
 ) -> dict:
@@ -80,6 +121,7 @@ def run_scale_bench(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rates = ingest_rates(out, photos=photos, encoder=encoder, log=log)
+    rates.update(embedding_rates(out, rows=embedding_rows, log=log))
     rng = np.random.default_rng(0)
     ids = np.arange(1, codes + 1, dtype=np.int64)
     packed = sparse_codes(rng, codes)

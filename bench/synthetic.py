@@ -130,7 +130,7 @@ def fill_library(
     """Replace a library's photos with synthetic ones: embeddings `vectors` and, where `tagged`,
     the user tags given by `labels` (columns named by `names`, by default the library encoder's
     concepts). Returns ids."""
-    db, name = library.store.db, library.encoder_name
+    db = library.store.db
     ids = np.arange(1, len(vectors) + 1)
     with library.store.transaction():
         for table in ("codes", "embeddings", "image_tags", "images"):
@@ -139,10 +139,7 @@ def fill_library(
             {"id": int(i), "path": f"/synthetic/photo_{i:07d}.jpg", "size": 1, "mtime": 0.0, "status": "ok"}
             for i in ids
         )
-        db["embeddings"].insert_all(
-            {"image_id": int(i), "encoder": name, "vector": v.astype(np.float16).tobytes()}
-            for i, v in zip(ids, vectors)
-        )
+        library.embedding_store.put(ids, vectors)  # SQLite's table, or Milvus on that backend
         if labels is not None:
             names = np.array(library.encoder.concepts.names if names is None else names)
             for row in np.flatnonzero(tagged if tagged is not None else np.ones(len(ids), bool)):

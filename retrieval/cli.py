@@ -593,8 +593,11 @@ def bench_train(ctx, out_dir, photos, tags) -> None:
 @click.option("--codes", default=1_000_000, show_default=True, type=click.IntRange(100), help="Codes to search.")
 @click.option("--queries", default=200, show_default=True, type=click.IntRange(10))
 @click.option("--photos", default=160, show_default=True, type=click.IntRange(8), help="Photos for the ingest runs.")
+@click.option(
+    "--embedding-rows", default=20_000, show_default=True, type=click.IntRange(10), help="Embeddings moved and read."
+)
 @click.pass_context
-def bench_scale(ctx, out_dir, codes, queries, photos) -> None:
+def bench_scale(ctx, out_dir, codes, queries, photos, embedding_rows) -> None:
     """Ray ingest (1, 2 actors) against a plain index; Milvus (lite) against FAISS top-10 latency."""
     from bench.scale import run_scale_bench
     from retrieval.milvus_index import require_milvus
@@ -602,7 +605,9 @@ def bench_scale(ctx, out_dir, codes, queries, photos) -> None:
     try:
         require_milvus()
         encoder = ctx.obj["encoder"] or "random"
-        run_scale_bench(out_dir, codes=codes, queries=queries, photos=photos, encoder=encoder)
+        run_scale_bench(
+            out_dir, codes=codes, queries=queries, photos=photos, embedding_rows=embedding_rows, encoder=encoder
+        )
     except user_errors() as e:
         raise click.ClickException(str(e)) from e
 

@@ -289,12 +289,10 @@ def index_paths(
                 todo.remove(key)
                 summary.moved += 1
     if missing:
-        gone = [rec["id"] for rec in missing.values()]
-        with store.transaction():
-            store.remove_images(gone)
-        library.embedding_store.forget(np.array(gone))
-        if library.index is not None:
-            library.index.remove(np.array(gone))
+        gone = np.array([rec["id"] for rec in missing.values()])
+        with library.changing_codes() as after_commit:
+            store.remove_images(gone.tolist())
+            after_commit(lambda: _mirror_removal(library, gone))
         summary.removed = len(gone)
 
     for key, reason in problems.items():  # unreadable entries found by the scan
@@ -373,14 +371,19 @@ def _record_failure(library, key, size, mtime, reason, summary, digest=None) -> 
         "error": reason,
         "phash": None,
     }
-    with library.store.transaction():
+    with library.changing_codes() as after_commit:
         image_id = library.store.upsert_image(record)
         library.store.remove_images_data([image_id])
-    library.embedding_store.forget(np.array([image_id]))
-    if library.index is not None:
-        library.index.remove(np.array([image_id]))
+        after_commit(lambda: _mirror_removal(library, np.array([image_id])))
     summary.failed += 1
     summary.failures.append({"path": key, "reason": reason})
+
+
+def _mirror_removal(library, ids: np.ndarray) -> None:
+    """After SQLite forgot photos: their vectors and codes out of the backend too."""
+    library.embedding_store.forget(ids)
+    if library.index is not None:
+        library.index.remove(ids)
 
 
 def _commit_batch(library, batch, found, known, sidecar, current, summary) -> None:
@@ -392,7 +395,7 @@ def _commit_batch(library, batch, found, known, sidecar, current, summary) -> No
         vectors = library.encoder.encode_images([d.image for _, d, _, _ in batch])  # [b, dim]
     codes = current[1].encode(vectors, "image") if current else None
     store, ids = library.store, []
-    with store.transaction():
+    with library.changing_codes() as after_commit:
         for key, decoded, digest, _ in batch:
             _, size, mtime = found[key]
             image_id = store.upsert_image(
@@ -422,8 +425,7 @@ def _commit_batch(library, batch, found, known, sidecar, current, summary) -> No
         library.embedding_store.put(np.array(ids), vectors)  # Milvus: written before this commit
         if codes is not None:
             store.put_codes(current[0], ids, codes)
-    if codes is not None:
-        library.index.add(np.array(ids), codes)
+            after_commit(lambda: library.index.add(np.array(ids), codes))
     summary.embedded += len(batch)
 
 

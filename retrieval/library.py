@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -171,37 +172,86 @@ class Library:
                 self._index = None
         self._seen_version = version
         if self._index is None or self._index.model_id != model_id:
-            self._index_version = self.store.codes_version(model_id)
-            ids, codes = self.store.codes(model_id)
-            self._index = self._open_index(model_id, model.config.bits, ids, codes)
+            self._index_version = self.store.codes_version(model_id)  # before the codes are read
+            self._index = self._open_index(model_id, model.config.bits)
         if self.settings.backend == "milvus":
             self._sync_records(self._index)
         return self._index
 
-    def _open_index(self, model_id: int, bits: int, ids: np.ndarray, codes: np.ndarray):
-        """The code index of the library's backend, checked against SQLite's (ids, codes)."""
+    def _open_index(self, model_id: int, bits: int, ids: np.ndarray | None = None, codes: np.ndarray | None = None):
+        """The code index of the library's backend, checked against SQLite's (ids, codes), read
+        here unless given. A Milvus collection noted as holding this very version of the codes
+        (`_codes_note`) is taken as it is: a process starts without reading every code of a
+        large library twice."""
         if self.settings.backend == "milvus":
             from retrieval.milvus_index import MilvusCodeIndex
 
-            seq = self.store.record_seq()  # before the rows are read: a change made meanwhile is synced next time
-            index, rebuilt = MilvusCodeIndex.open(
-                self.settings.milvus_uri,
+            options = dict(
                 client=self._milvus(),
                 library_id=self.store.get_meta("library_id"),
                 bits=bits,
                 model_id=model_id,
                 dim=self.embedding_store.dim() or self.encoder.dim,
-                ids=ids,
-                codes=codes,
                 embeddings_of=self.embedding_store.of,
                 records_of=self.store.records_of,
             )
-            if rebuilt:
-                with self.store.transaction():
+            version, note = self._index_version, self._codes_note(model_id)
+            if ids is None and self.store.get_meta(note) == json.dumps(version):
+                index = MilvusCodeIndex.existing(self.settings.milvus_uri, rows=version[0], **options)
+                if index is not None:
+                    return index
+            seq = self.store.record_seq()  # before the rows are read: a change made meanwhile is synced next time
+            if ids is None:
+                ids, codes = self.store.codes(model_id)
+            index, rebuilt = MilvusCodeIndex.open(self.settings.milvus_uri, ids=ids, codes=codes, **options)
+            with self.store.transaction():
+                self.store.set_meta(note, json.dumps(version))
+                if rebuilt:
                     self.store.set_meta(f"records_synced:{index.name}", str(seq))
             return index
+        if ids is None:
+            ids, codes = self.store.codes(model_id)
         index, _ = CodeIndex.open(self.settings.index_path, bits=bits, model_id=model_id, ids=ids, codes=codes)
         return index
+
+    def _codes_note(self, model_id: int) -> str:
+        """The meta key noting which version of a model's codes (Store.codes_version) its Milvus
+        collection is known to hold."""
+        from retrieval.milvus_index import collection_name
+
+        return (
+            f"codes_in_milvus:{self.settings.milvus_uri}:{collection_name(self.store.get_meta('library_id'), model_id)}"
+        )
+
+    @contextmanager
+    def changing_codes(self):
+        """A SQLite transaction that changes the current model's codes; the index updates that
+        mirror it are queued with the function this yields and run after the commit.
+
+        Crash safety on Milvus: the note that lets the next process trust the collection
+        (`_open_index`) moves to the new version only if it named the version this transaction
+        started from and every queued update ran. A process that dies between its commit and
+        its updates leaves the note behind the codes, and nobody moves it on from there: the
+        next process to open the index checks the whole collection against SQLite."""
+        current = self.hash_model()
+        noted = current is not None and self.settings.backend == "milvus"
+        if current is not None:
+            self.index  # noqa: B018 - opened (and checked) before the change, not by a queued update
+        steps: list = []
+        with self.store.transaction():
+            before = self.store.codes_version(current[0]) if current else None
+            trusted = noted and self.store.get_meta(self._codes_note(current[0])) == json.dumps(before)
+            yield steps.append
+            after = self.store.codes_version(current[0]) if current else None
+        for step in steps:
+            step()
+        if current is None:
+            return
+        if self._index_version == before and self._index is not None and self._index.model_id == current[0]:
+            self._index_version = after  # this process's index holds the change: no reload for it
+        if trusted:
+            with self.store.transaction():
+                self.store.set_meta(self._codes_note(current[0]), json.dumps(after))
 
     def _sync_records(self, index) -> None:
         """Upsert into Milvus the rows of photos whose tags or path changed since the last sync
@@ -278,7 +328,7 @@ class Library:
         ids, codes = np.concatenate(id_parts), np.concatenate(code_parts)
         self._model = (model_id, model)
         self._index = None
-        self._index_version = self.store.codes_version(model_id)
+        self._index_version = self.store.codes_version(model_id)  # those codes, just committed
         self._index = self._open_index(model_id, model.config.bits, ids, codes)
         self.save_index()
         return model_id

@@ -6,8 +6,9 @@ tags" (`tagged_with`) and let other Milvus clients filter by tag.
 
 The URI is a milvus-lite file (one process, BIN_FLAT: exact) or a server (`http://host:19530`,
 BIN_IVF_FLAT). SQLite stays the library's record of photos, tags and codes; the collection is
-checked against it when opened and rebuilt when they disagree, as the FAISS file is, and the
-Library upserts the rows of photos whose tags or path changed since it last synced.
+checked against it when opened and rebuilt when they disagree, as the FAISS file is (or, when
+the library noted that it holds the current codes, taken as it is: `existing`), and the Library
+upserts the rows of photos whose tags or path changed since it last synced.
 """
 
 from __future__ import annotations
@@ -98,6 +99,31 @@ class MilvusCodeIndex:
         index._create(server=not uri.endswith(".db"))
         index.add(ids, codes)
         return index, True
+
+    @classmethod
+    def existing(
+        cls,
+        uri: str,
+        *,
+        rows: int,
+        library_id: str,
+        bits: int,
+        model_id: int,
+        dim: int,
+        embeddings_of: Callable[[np.ndarray], np.ndarray],
+        records_of: Callable[[np.ndarray], tuple[list[str], list[list[str]]]],
+        client=None,
+    ) -> MilvusCodeIndex | None:
+        """The model's collection as it is, without reading its rows (the library noted that it
+        holds SQLite's codes), if it exists with a record per photo and `rows` rows; else None."""
+        require_milvus()
+        client = client or MilvusClient(uri)
+        index = cls(client, collection_name(library_id, model_id), bits, model_id, dim, embeddings_of, records_of)
+        if not client.has_collection(index.name):
+            return None
+        fields = {f["name"] for f in client.describe_collection(index.name)["fields"]}
+        client.load_collection(index.name)
+        return index if set(RECORD_FIELDS) <= fields and index.ntotal == rows else None
 
     def _create(self, *, server: bool) -> None:
         schema = MilvusClient.create_schema(auto_id=False)

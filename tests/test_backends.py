@@ -285,6 +285,39 @@ def test_search_page_on_a_milvus_library(milvus_cli_home, monkeypatch):
     st.cache_resource.clear()
 
 
+def test_a_milvus_library_opens_without_reading_every_code_unless_a_crash_left_them_apart(tmp_path, monkeypatch):
+    """Each process opening a Milvus library trusts the collection the library noted as holding
+    its current codes, through index runs that add and remove photos; a code SQLite committed
+    but Milvus never got (a crash between the two) makes the next process check every code."""
+    from retrieval.store import Store
+
+    photos, home = tmp_path / "photos", tmp_path / "home"
+    photos.mkdir()
+    for i in range(12):
+        synthetic_photo(i, (96, 72)).save(photos / f"p{i:02d}.jpg")
+    cli(home, "--encoder", "fake", "--backend", "milvus", "--milvus-uri", str(tmp_path / "m.db"), "index", str(photos))
+    cli(home, "train", "--bits", "32")
+    reads, original = [], Store.codes
+    monkeypatch.setattr(Store, "codes", lambda self, model_id: reads.append(model_id) or original(self, model_id))
+    synthetic_photo(40, (96, 72)).save(photos / "new.jpg")
+    (photos / "p00.jpg").unlink()
+    summary = json.loads(cli(home, "index", str(photos), "--json").stdout)
+    assert (summary["added"], summary["removed"]) == (1, 1)
+    assert json.loads(cli(home, "stats", "--json").stdout)["indexed"] == 12
+    assert len(json.loads(cli(home, "similar", str(photos / "p03.jpg"), "-k", "3", "--json").stdout)) == 3
+    assert reads == []  # four processes' worth of opening, not one full read
+
+    library = Library(Settings.resolve(home=home))
+    model_id, victim = library.hash_model()[0], int(library.store.image_by_path(str(photos / "p05.jpg"))["id"])
+    flipped = library.store.codes_of(model_id, [victim]) ^ np.uint8(0xFF)
+    with library.store.transaction():  # committed to SQLite, then the process died
+        library.store.put_codes(model_id, [victim], flipped)
+    library.store.db.close()
+    again = Library(Settings.resolve(home=home))
+    assert victim in again.index.radius(flipped[0], 0)[1].tolist() and reads == [model_id]
+    assert json.loads(cli(home, "stats", "--json").stdout)["indexed"] == 12 and reads == [model_id]
+
+
 def test_without_the_extra_the_milvus_backend_says_how_to_get_it(tmp_path, monkeypatch):
     import retrieval.milvus_index as milvus_index
 

@@ -114,6 +114,8 @@ def test_bench_scale_at_toy_size(tmp_path):
         "20",
         "--photos",
         "12",
+        "--embedding-rows",
+        "300",
     )
     proc.communicate(timeout=600)
     assert proc.returncode == 0
@@ -122,3 +124,5 @@ def test_bench_scale_at_toy_size(tmp_path):
     assert result["single_process_photos_per_s"] > 0 and result["codes"] == 3000
     assert result["milvus_top10_ms_p50"] > 0 and result["faiss_top10_ms_p50"] > 0
     assert result["same_top10_distances"] == 1.0 and result["milvus_tagged_with_ms_p50"] > 0
+    assert result["embedding_rows"] == 300 and result["milvus_embedding_move_rows_per_s"] > 0
+    assert result["sqlite_embedding_read_rows_per_s"] > 0 and result["milvus_embedding_read_rows_per_s"] > 0
