@@ -454,6 +454,14 @@ class Store:
             yield rows
             last = rows[-1][0]
 
+    def embedded_id_batches(self, encoder: str, *, size: int | None = None) -> Iterator[np.ndarray]:
+        """Ids of `encoder`'s embeddings, `size` at a time in id order, without their vectors."""
+        last, size = -1, size or EMBEDDING_BATCH
+        sql = "select image_id from embeddings where encoder = ? and image_id > ? order by image_id limit ?"
+        while rows := self.db.execute(sql, [encoder, last, size]).fetchall():
+            yield np.array([r[0] for r in rows], np.int64)
+            last = int(rows[-1][0])
+
     def embedding_batches(self, encoder: str, *, size: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids [b], float32 vectors [b, dim]) of every embedding from `encoder`, in batches (see embedding_rows)."""
         for rows in self.embedding_rows(encoder, size=size):

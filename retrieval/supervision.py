@@ -109,15 +109,22 @@ def in_sample(ids: np.ndarray, share: float, seed: int) -> np.ndarray:
 def training_photos(library, tagged: set[int], seed: int, total: int) -> tuple[np.ndarray, np.ndarray]:
     """(ids, embeddings) training reads, in id order: every tagged photo, and the untagged ones
     or, in a library of more than MAX_UNTAGGED of them (of `total` embedded photos), a seeded
-    sample of about that many. Read in batches, so memory holds what training uses and one
-    batch, not the whole library."""
+    sample of about that many. Memory holds what training uses and one batch, not the whole
+    library; a sample is chosen from SQLite's ids, so only its own vectors are read (from
+    Milvus, on that backend), not every photo's."""
     share = MAX_UNTAGGED / max(1, total - len(tagged))
     tagged_ids = np.array(sorted(tagged), np.int64)
     kept_ids, kept = [], []
-    for ids, vectors in library.embedding_store.batches():
-        keep = np.isin(ids, tagged_ids) | in_sample(ids, share, seed)
-        kept_ids.append(ids[keep])
-        kept.append(vectors[keep])
+    if share >= 1:  # every photo trains: read in order, a batch at a time
+        for ids, vectors in library.embedding_store.batches():
+            kept_ids.append(ids)
+            kept.append(vectors)
+    else:
+        for ids in library.store.embedded_id_batches(library.encoder_name):
+            chosen = ids[np.isin(ids, tagged_ids) | in_sample(ids, share, seed)]
+            if len(chosen):
+                kept_ids.append(chosen)
+                kept.append(library.embedding_store.of(chosen))
     if not kept:
         return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
     return np.concatenate(kept_ids), np.concatenate(kept)

@@ -22,7 +22,7 @@ from models.bits import hamming_distances
 from models.sparsehash import SparseHash, SparseHashConfig
 from retrieval.evaluate import hamming_map, radius_precision_recall, relevance
 from retrieval.ranking import Fusion, choose_weight, learned_similarity, relaxed_codes, spreads
-from retrieval.supervision import TrainingData, library_training_data
+from retrieval.supervision import TrainingData, library_training_data, training_photos
 
 MIN_VALIDATION = 20  # items a validation split needs to say anything about early stopping
 
@@ -387,14 +387,17 @@ TRAINING_VERSION = 3  # part of the inputs' fingerprint: a change to how librari
 
 
 def training_fingerprint(library, bits: int, seed: int) -> str:
-    """A digest of everything a library's training depends on: its photos' embeddings, their
-    tags, the vocabulary, the settings and the training code's version. Training is
-    deterministic, so a library whose fingerprint equals its model's would train that model again."""
-    digest = hashlib.sha256(json.dumps([TRAINING_VERSION, bits, seed, library.encoder_name]).encode())
-    for ids, vectors in library.embedding_store.batches():  # in batches: any library size
-        digest.update(ids.tobytes())
-        digest.update(vectors.astype(np.float16).tobytes())  # the stored float16 bytes, on either backend
-    digest.update(json.dumps(sorted(library.store.tags_by_image().items())).encode())
+    """A digest of everything a library's training depends on: the embeddings of the photos it
+    trains on (all of them, or the sample a large library trains on), the photos' tags, the
+    vocabulary, the settings and the training code's version. Training is deterministic, so a
+    library whose fingerprint equals its model's would train that model again."""
+    total = library.embedding_store.count()
+    tags_by_image = library.store.tags_by_image()
+    ids, vectors = training_photos(library, {i for i, ts in tags_by_image.items() if ts}, seed, total)
+    digest = hashlib.sha256(json.dumps([TRAINING_VERSION, bits, seed, library.encoder_name, total]).encode())
+    digest.update(ids.tobytes())
+    digest.update(vectors.astype(np.float16).tobytes())  # the stored float16 bytes, on either backend
+    digest.update(json.dumps(sorted(tags_by_image.items())).encode())
     digest.update(json.dumps(library.vocabulary).encode())
     return digest.hexdigest()
 

@@ -111,6 +111,7 @@ def test_training_reads_the_library_in_batches_and_samples_the_untagged_photos(t
     photo still gets its code."""
     import retrieval.store
     import retrieval.supervision
+    import retrieval.train
     from bench.synthetic import AlignedConcepts, AlignedEncoder, fill_library
     from retrieval.store import Store
     from retrieval.supervision import in_sample
@@ -121,22 +122,41 @@ def test_training_reads_the_library_in_batches_and_samples_the_untagged_photos(t
     fill_library(library, vectors, labels, tagged=np.arange(900) % 9 == 0)  # 100 tagged
     monkeypatch.setattr(retrieval.supervision, "MAX_UNTAGGED", 200)
     monkeypatch.setattr(retrieval.store, "EMBEDDING_BATCH", 64)
-    batches = []
-    original = Store.embedding_rows
+    batches, by_id = [], []  # vectors read in passes over the library, and by id
+    original, original_of = Store.embedding_rows, Store.embeddings_of
 
-    def counted(self, encoder, *, size=None):
-        for rows in original(self, encoder, size=size):
+    def counted(self, encoder, *, size=None, held=None):
+        for rows in original(self, encoder, size=size, held=held):
             batches.append(len(rows))
             yield rows
+
+    def counted_of(self, encoder, ids):
+        by_id.append(len(ids))
+        return original_of(self, encoder, ids)
 
     def everything(self, encoder):
         raise AssertionError("read every embedding at once")
 
+    samples = []  # (photos a call of training_photos returned, vectors it read)
+    sample = retrieval.supervision.training_photos
+
+    def counted_sample(*args):
+        before = sum(by_id)
+        ids, images = sample(*args)
+        samples.append((len(ids), sum(by_id) - before))
+        return ids, images
+
     monkeypatch.setattr(Store, "embedding_rows", counted)
+    monkeypatch.setattr(Store, "embeddings_of", counted_of)
     monkeypatch.setattr(Store, "embeddings", everything)
+    monkeypatch.setattr(retrieval.supervision, "training_photos", counted_sample)
+    monkeypatch.setattr(retrieval.train, "training_photos", counted_sample)
     metrics = train_library(library, bits=32)
-    assert max(batches) == 64 and sum(batches) >= 3 * 900  # fingerprint, training data (twice), codes
     assert metrics["photos"] == 900 and 100 + 150 <= metrics["read"] <= 100 + 250  # tagged + ~200 sampled
+    # The fingerprint and the two trainings' data read the sample's vectors alone, by id and in
+    # batches; the only passes over the whole library give every photo its code (each training).
+    assert len(samples) == 3 and all(read == photos <= 350 for photos, read in samples)
+    assert max(by_id) <= 64 and max(batches) == 64 and sum(batches) == 2 * 900
     model_id, _ = library.hash_model()
     assert len(library.store.codes(model_id)[0]) == 900 and library.index.ntotal == 900
 
