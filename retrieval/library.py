@@ -234,18 +234,20 @@ class Library:
         its updates leaves the note behind the codes, and nobody moves it on from there: the
         next process to open the index checks the whole collection against SQLite."""
         current = self.hash_model()
+        # Versions are counted only where a note is kept: a count over the codes table per
+        # batch would slow the default backend's index runs on a large library.
         noted = current is not None and self.settings.backend == "milvus"
         if current is not None:
             self.index  # noqa: B018 - opened (and checked) before the change, not by a queued update
         steps: list = []
         with self.store.transaction():
-            before = self.store.codes_version(current[0]) if current else None
+            before = self.store.codes_version(current[0]) if noted else None
             trusted = noted and self.store.get_meta(self._codes_note(current[0])) == json.dumps(before)
             yield steps.append
-            after = self.store.codes_version(current[0]) if current else None
+            after = self.store.codes_version(current[0]) if noted else None
         for step in steps:
             step()
-        if current is None:
+        if not noted:
             return
         if self._index_version == before and self._index is not None and self._index.model_id == current[0]:
             self._index_version = after  # this process's index holds the change: no reload for it
