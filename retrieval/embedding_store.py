@@ -23,11 +23,12 @@ from typing import Protocol
 
 import numpy as np
 
-from retrieval.store import EMBEDDING_BATCH, Store
+from retrieval.store import Store
 
-# Ids per Milvus get. Large answers are slow on milvus-lite 2.5.1: 512-dim float16 rows come at
-# 14,000 a second in gets of 128 or 512 ids, 5,200 at 2,048, and 103 at 8,192 (bench scale).
+# Ids per Milvus get. Large answers are slow on milvus-lite 2.5.1: bench scale read 512-dim
+# float16 rows at 103 a second in gets of 8,192 ids, and at 9,307 in gets of 256.
 MILVUS_READ = 256
+MILVUS_WRITE = 2_000  # rows per Milvus upsert or delete call
 
 
 class EmbeddingStore(Protocol):
@@ -108,8 +109,8 @@ class MilvusEmbeddings:
             return
         vectors = np.asarray(vectors, np.float16)
         self._ready(vectors.shape[1])
-        for start in range(0, len(ids), 2_000):
-            part = slice(start, start + 2_000)
+        for start in range(0, len(ids), MILVUS_WRITE):
+            part = slice(start, start + MILVUS_WRITE)
             rows = [{"id": int(i), "embedding": v} for i, v in zip(ids[part], vectors[part])]
             self.client.upsert(self.name, rows)
         self.store.put_embeddings(self.encoder, ids, None)
@@ -138,8 +139,7 @@ class MilvusEmbeddings:
 
     def batches(self, size: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Every embedding in id order: SQLite's ids a batch at a time, their vectors from Milvus."""
-        for rows in self.store.embedding_rows(self.encoder, size=size or EMBEDDING_BATCH):
-            ids = np.array([r[0] for r in rows], np.int64)
+        for ids in self.store.embedded_id_batches(self.encoder, size=size):
             yield ids, self.of(ids)
 
     def count(self) -> int:
@@ -152,8 +152,8 @@ class MilvusEmbeddings:
         """Drop the vectors of photos gone from the library (SQLite forgot them already)."""
         ids = [int(i) for i in np.asarray(ids, np.int64)]
         if ids and self._ready():
-            for start in range(0, len(ids), 2_000):
-                self.client.delete(self.name, ids=ids[start : start + 2_000])
+            for start in range(0, len(ids), MILVUS_WRITE):
+                self.client.delete(self.name, ids=ids[start : start + MILVUS_WRITE])
 
 
 def move_embeddings(store: Store, encoder: str, source, target, *, size: int | None = None) -> int:

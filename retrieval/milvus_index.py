@@ -87,9 +87,7 @@ class MilvusCodeIndex:
         require_milvus()
         client = client or MilvusClient(uri)
         index = cls(client, collection_name(library_id, model_id), bits, model_id, dim, embeddings_of, records_of)
-        if client.has_collection(index.name):
-            fields = {f["name"] for f in client.describe_collection(index.name)["fields"]}
-            client.load_collection(index.name)
+        if (fields := index._loaded_fields()) is not None:
             same = index.ntotal == len(ids) and content_checksum(index.ids(), index.codes()) == content_checksum(
                 ids, codes
             )
@@ -119,11 +117,16 @@ class MilvusCodeIndex:
         require_milvus()
         client = client or MilvusClient(uri)
         index = cls(client, collection_name(library_id, model_id), bits, model_id, dim, embeddings_of, records_of)
-        if not client.has_collection(index.name):
+        fields = index._loaded_fields()
+        return index if fields is not None and set(RECORD_FIELDS) <= fields and index.ntotal == rows else None
+
+    def _loaded_fields(self) -> set[str] | None:
+        """The collection's field names, loaded for search; None when there is no collection."""
+        if not self.client.has_collection(self.name):
             return None
-        fields = {f["name"] for f in client.describe_collection(index.name)["fields"]}
-        client.load_collection(index.name)
-        return index if set(RECORD_FIELDS) <= fields and index.ntotal == rows else None
+        fields = {f["name"] for f in self.client.describe_collection(self.name)["fields"]}
+        self.client.load_collection(self.name)
+        return fields
 
     def _create(self, *, server: bool) -> None:
         schema = MilvusClient.create_schema(auto_id=False)

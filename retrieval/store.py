@@ -416,9 +416,6 @@ class Store:
 
     # --- embeddings and codes --------------------------------------------------------------
 
-    def put_embedding(self, image_id: int, encoder: str, vector: np.ndarray) -> None:
-        self.put_embeddings(encoder, [image_id], np.asarray(vector)[None])
-
     def put_embeddings(self, encoder: str, ids: Iterable[int], vectors: np.ndarray | None) -> None:
         """Store the float16 embeddings of `ids`; with `vectors` None, only the fact that they
         have one, held elsewhere (an empty vector: the Milvus backend keeps the vectors)."""
@@ -429,13 +426,6 @@ class Store:
     def embedded_ids(self, encoder: str) -> set[int]:
         """Ids of the images that have an embedding from `encoder`."""
         return {r[0] for r in self.db.execute("select image_id from embeddings where encoder = ?", [encoder])}
-
-    def embeddings(self, encoder: str) -> tuple[np.ndarray, np.ndarray]:
-        """(ids [n], float32 vectors [n, dim]) of every embedding from `encoder`, all in memory."""
-        batches = list(self.embedding_batches(encoder))
-        if not batches:
-            return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
-        return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
 
     def count_embeddings(self, encoder: str) -> int:
         return self.db.execute("select count(*) from embeddings where encoder = ?", [encoder]).fetchone()[0]

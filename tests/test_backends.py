@@ -303,6 +303,11 @@ def test_a_milvus_library_opens_without_reading_every_code_unless_a_crash_left_t
     (photos / "p00.jpg").unlink()
     summary = json.loads(cli(home, "index", str(photos), "--json").stdout)
     assert (summary["added"], summary["removed"]) == (1, 1)
+    library = Library(Settings.resolve(home=home))
+    vectors = library.embedding_store
+    count = vectors.client.query(vectors.name, filter="", output_fields=["count(*)"])[0]["count(*)"]
+    assert count == vectors.count() == 12  # the gone photo's vector left Milvus too
+    library.store.db.close()
     assert json.loads(cli(home, "stats", "--json").stdout)["indexed"] == 12
     assert len(json.loads(cli(home, "similar", str(photos / "p03.jpg"), "-k", "3", "--json").stdout)) == 3
     assert reads == []  # four processes' worth of opening, not one full read

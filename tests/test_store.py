@@ -25,13 +25,13 @@ def test_a_transaction_commits_all_or_nothing(tmp_path):
     with pytest.raises(RuntimeError):
         with store.transaction():
             image_id = store.upsert_image(image("/a.jpg"))
-            store.put_embedding(image_id, "fake:64", np.ones(4))
+            store.put_embeddings("fake:64", [image_id], np.ones((1, 4)))
             raise RuntimeError("killed half way")
     reopened = Store(tmp_path / "library.db")
-    assert reopened.count_images() == 0 and reopened.embeddings("fake:64")[0].size == 0
+    assert reopened.count_images() == 0 and reopened.count_embeddings("fake:64") == 0
     with store.transaction():
         image_id = store.upsert_image(image("/a.jpg"))
-        store.put_embedding(image_id, "fake:64", np.ones(4))
+        store.put_embeddings("fake:64", [image_id], np.ones((1, 4)))
     assert Store(tmp_path / "library.db").count_images() == 1
 
 

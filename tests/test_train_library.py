@@ -134,7 +134,7 @@ def test_training_reads_the_library_in_batches_and_samples_the_untagged_photos(t
         by_id.append(len(ids))
         return original_of(self, encoder, ids)
 
-    def everything(self, encoder):
+    def everything(self):
         raise AssertionError("read every embedding at once")
 
     samples = []  # (photos a call of training_photos returned, vectors it read)
@@ -148,7 +148,7 @@ def test_training_reads_the_library_in_batches_and_samples_the_untagged_photos(t
 
     monkeypatch.setattr(Store, "embedding_rows", counted)
     monkeypatch.setattr(Store, "embeddings_of", counted_of)
-    monkeypatch.setattr(Store, "embeddings", everything)
+    monkeypatch.setattr(Library, "embeddings", everything)
     monkeypatch.setattr(retrieval.supervision, "training_photos", counted_sample)
     monkeypatch.setattr(retrieval.train, "training_photos", counted_sample)
     metrics = train_library(library, bits=32)
