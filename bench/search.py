@@ -265,6 +265,7 @@ def quality_run(out: Path, *, photos: int, ks=(20, 100), log) -> tuple[dict, obj
         "calibration_untagged": untagged_table,
         "calibration_untagged_error": calibration_error(untagged_table),
         "calibration_untagged_error_middle": calibration_error(calibration_table(scores[middle], right[middle])),
+        "calibration_untagged_error_middle_chance": calibration_noise(scores[middle]),
         "scored_07_to_09": {
             "suggestions": int(near_08.sum()),
             "mean_score": float(scores[near_08].mean()) if near_08.any() else None,
@@ -378,6 +379,18 @@ def shortlist_quality(out: Path, quality_library, concepts: AlignedConcepts, *, 
     }
 
 
+def calibration_noise(scores: np.ndarray, *, draws: int = 500, seed: int = 0) -> dict:
+    """How far off a perfectly calibrated scorer with these very scores would look: each
+    suggestion drawn right with probability its score, the same binned error measured, `draws`
+    times. A bin of 60 suggestions scored 0.5 is off by about 0.05 by chance alone, so a gap
+    near this floor says nothing about the scores."""
+    from retrieval.annotate import calibration_error, calibration_table
+
+    rng = np.random.default_rng(seed)
+    errors = [calibration_error(calibration_table(scores, rng.random(len(scores)) < scores)) for _ in range(draws)]
+    return {"median": float(np.median(errors)), "p95": float(np.quantile(errors, 0.95)), "draws": draws}
+
+
 def _band_line(band: dict) -> str:
     if not band["suggestions"]:
         return "No suggestion scored 0.7–0.9."
@@ -461,7 +474,10 @@ def markdown(result: dict) -> str:
             f"expected calibration error {q['calibration_untagged_error']:.3f} "
             f"({q['calibration_held_out_error']:.3f} out of fold on the "
             f"{q['held_out_photos']:,} tagged photos held out at training). Between 0.1 and 0.9 "
-            f"the scores are off by {q['calibration_untagged_error_middle']:.3f} on average (weighted by suggestions). "
+            f"the scores are off by {q['calibration_untagged_error_middle']:.3f} on average (weighted by suggestions); "
+            f"a perfectly calibrated scorer with the same scores would be off by "
+            f"{q['calibration_untagged_error_middle_chance']['median']:.3f} by chance alone (95% of draws: below "
+            f"{q['calibration_untagged_error_middle_chance']['p95']:.3f}). "
             f"{_band_line(q['scored_07_to_09'])}",
             "",
             "| score bin | suggestions | mean score | right (untagged photos) |",

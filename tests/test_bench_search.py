@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from bench.search import run_search_bench
@@ -44,3 +45,17 @@ def test_search_bench_at_toy_sizes(tmp_path):
         and "Between 0.1 and 0.9 the scores are off by" in markdown
         and "Re-rank with a 1M library's shortlist" in markdown
     )
+
+
+def test_calibration_noise_floor_tells_chance_from_a_real_gap():
+    from bench.search import calibration_noise
+    from retrieval.annotate import calibration_error, calibration_table
+
+    rng = np.random.default_rng(3)
+    scores = rng.uniform(0.1, 0.9, 400)
+    floor = calibration_noise(scores, draws=300)
+    assert 0 < floor["median"] < floor["p95"] < 0.15  # 400 suggestions in 8 bins: a few points by chance
+    honest = rng.random(400) < scores  # right as often as the scores say
+    assert calibration_error(calibration_table(scores, honest)) < floor["p95"] * 1.5
+    overconfident = rng.random(400) < scores - 0.2  # right 20 points less often than scored
+    assert calibration_error(calibration_table(scores, overconfident)) > floor["p95"]

@@ -166,3 +166,26 @@ def test_training_reads_the_library_in_batches_and_samples_the_untagged_photos(t
     assert abs(kept.mean() - 0.25) < 0.01
     assert np.array_equal(kept, np.concatenate([in_sample(part, 0.25, seed=0) for part in np.array_split(ids, 7)]))
     assert not np.array_equal(kept, in_sample(ids, 0.25, seed=1)) and in_sample(ids, 1.0, seed=0).all()
+
+
+def test_teacher_guesses_from_the_score_its_guesses_were_right_95_percent_of_the_time():
+    import retrieval.supervision as supervision
+    from bench.synthetic import AlignedConcepts
+
+    concepts = AlignedConcepts([f"tag{i}" for i in range(200)], seed=0, image_noise=1.0)
+    vectors, labels = concepts.photos(6000, seed=1)  # photos carrying 1-3 of 200 tags
+    labels = np.asarray(labels, bool)
+    tagged = np.arange(6000) < 3000
+    rows, columns, facts = supervision.teacher_guesses(vectors[tagged], labels[tagged], vectors[~tagged])
+    right = labels[~tagged][rows, columns]
+    assert facts["teacher_precision"] >= supervision.TEACHER_PRECISION
+    assert right.mean() >= supervision.TEACHER_PRECISION - 0.02  # as right on the untagged photos as measured
+    found = right.sum() / labels[~tagged].sum()
+    assert found > 0.75  # and most of their tags found
+    # a photo's tags share a least-squares score, so a fixed 0.5 finds far fewer of them
+    fixed = supervision.ridge_probes(vectors[tagged], labels[tagged])(vectors[~tagged]) >= 0.5
+    assert facts["teacher_threshold"] < 0.5 and (fixed & labels[~tagged]).sum() / labels[~tagged].sum() < found - 0.1
+    # tags that have nothing to do with the pictures: no score is reliable, nothing is guessed
+    noise = np.random.default_rng(2).random(labels.shape) < labels.mean()
+    rows, columns, facts = supervision.teacher_guesses(vectors[tagged], noise[tagged], vectors[~tagged])
+    assert len(rows) == 0 and facts["teacher_threshold"] is None
