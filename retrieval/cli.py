@@ -236,9 +236,12 @@ def train_command(ctx, bits, seed, force, as_json) -> None:
             if fusion["fitted"]
             else "ranking by CLIP similarity until 50 photos are tagged"
         )
+        guessed = (  # untagged photos the probes were sure enough of (see retrieval/supervision.py)
+            f", {metrics['guessed']} untagged trained on guessed tags" if metrics.get("guessed") else ""
+        )
         click.echo(
             f"hash model {metrics['model_id']}: {bits} bits from {metrics['photos']} photos "
-            f"({metrics['tagged']} tagged), {validation}, {ranking}, {metrics['train_seconds']:.1f} s"
+            f"({metrics['tagged']} tagged{guessed}), {validation}, {ranking}, {metrics['train_seconds']:.1f} s"
         )
 
 
