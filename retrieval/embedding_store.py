@@ -83,12 +83,10 @@ class MilvusEmbeddings:
         """True when the collection exists (created for vectors of `dim` when given)."""
         if self._dim is not None:
             return True
-        from retrieval.milvus_index import DataType, MilvusClient
+        from retrieval.milvus_index import DataType, MilvusClient, loaded_fields
 
-        if self.client.has_collection(self.name):
-            fields = self.client.describe_collection(self.name)["fields"]
-            self._dim = next(int(f["params"]["dim"]) for f in fields if f["name"] == "embedding")
-            self.client.load_collection(self.name)
+        if (fields := loaded_fields(self.client, self.name)) is not None:
+            self._dim = int(fields["embedding"]["params"]["dim"])
             return True
         if dim is None:
             return False

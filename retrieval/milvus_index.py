@@ -50,6 +50,16 @@ def collection_name(library_id: str, model_id: int) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", f"hashlens_{library_id}_model{model_id}")
 
 
+def loaded_fields(client, name: str) -> dict[str, dict] | None:
+    """A collection's fields (Milvus' descriptions, by name), the collection loaded for search;
+    None when there is no such collection."""
+    if not client.has_collection(name):
+        return None
+    fields = {f["name"]: f for f in client.describe_collection(name)["fields"]}
+    client.load_collection(name)
+    return fields
+
+
 class MilvusCodeIndex:
     def __init__(
         self,
@@ -122,11 +132,8 @@ class MilvusCodeIndex:
 
     def _loaded_fields(self) -> set[str] | None:
         """The collection's field names, loaded for search; None when there is no collection."""
-        if not self.client.has_collection(self.name):
-            return None
-        fields = {f["name"] for f in self.client.describe_collection(self.name)["fields"]}
-        self.client.load_collection(self.name)
-        return fields
+        fields = loaded_fields(self.client, self.name)
+        return None if fields is None else set(fields)
 
     def _create(self, *, server: bool) -> None:
         schema = MilvusClient.create_schema(auto_id=False)
