@@ -207,6 +207,7 @@ def test_empty_library_shows_one_clear_message(app_home):
 def test_evaluation_page_shows_the_benchmark_tables_and_plots(app_home):
     at = run_page("evaluation")
     assert any("Wiki" in m.value for m in at.markdown)
+    assert any("current pair sampler" in m.value for m in at.markdown)  # the rerun, beside the full table
     assert len(at.get("image")) >= 3
 
 

@@ -14,6 +14,7 @@ shown = False
 for name, title in [
     ("clip_bench.md", "Learning your own tags, on real CLIP vectors"),
     ("results.md", "Wiki cross-modal benchmark"),
+    ("wiki_rerun_64bits.md", "Wiki, the hashing methods again with the current pair sampler"),
     ("search_bench.md", "Search latency and quality"),
     ("index_bench.md", "Indexing"),
 ]:
