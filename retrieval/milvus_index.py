@@ -97,11 +97,11 @@ class MilvusCodeIndex:
         require_milvus()
         client = client or MilvusClient(uri)
         index = cls(client, collection_name(library_id, model_id), bits, model_id, dim, embeddings_of, records_of)
-        if (fields := index._loaded_fields()) is not None:
+        if (fields := loaded_fields(client, index.name)) is not None:
             same = index.ntotal == len(ids) and content_checksum(index.ids(), index.codes()) == content_checksum(
                 ids, codes
             )
-            if same and set(RECORD_FIELDS) <= fields:  # a collection made before records were kept: rebuilt
+            if same and set(RECORD_FIELDS) <= fields.keys():  # a collection made before records were kept: rebuilt
                 return index, False
             client.drop_collection(index.name)
         index._create(server=not uri.endswith(".db"))
@@ -127,13 +127,8 @@ class MilvusCodeIndex:
         require_milvus()
         client = client or MilvusClient(uri)
         index = cls(client, collection_name(library_id, model_id), bits, model_id, dim, embeddings_of, records_of)
-        fields = index._loaded_fields()
-        return index if fields is not None and set(RECORD_FIELDS) <= fields and index.ntotal == rows else None
-
-    def _loaded_fields(self) -> set[str] | None:
-        """The collection's field names, loaded for search; None when there is no collection."""
-        fields = loaded_fields(self.client, self.name)
-        return None if fields is None else set(fields)
+        fields = loaded_fields(client, index.name)
+        return index if fields is not None and set(RECORD_FIELDS) <= fields.keys() and index.ntotal == rows else None
 
     def _create(self, *, server: bool) -> None:
         schema = MilvusClient.create_schema(auto_id=False)

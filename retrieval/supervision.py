@@ -82,11 +82,11 @@ def ridge_probes(vectors: np.ndarray, carries: np.ndarray):
     return lambda other: (np.asarray(other, np.float32) - mean) @ weights + base
 
 
-def teacher_threshold(tagged: np.ndarray, carries: np.ndarray, *, seed: int = 0) -> tuple[float, float]:
+def teacher_threshold(tagged: np.ndarray, carries: np.ndarray, *, seed: int = 0) -> tuple[float | None, float]:
     """(score, precision): the lowest probe score from which the probes' guesses are right at
     least TEACHER_PRECISION of the time, measured out of fold (two halves of at most
     THRESHOLD_PHOTOS tagged photos, each scored by the probes of the other), and the precision
-    reached there. Where no score is that reliable, (inf, 0): nothing is guessed."""
+    reached there. Where no score is that reliable, (None, 0): nothing is guessed."""
     rng = np.random.default_rng(seed)
     rows = np.arange(len(tagged))
     if len(rows) > THRESHOLD_PHOTOS:
@@ -95,7 +95,7 @@ def teacher_threshold(tagged: np.ndarray, carries: np.ndarray, *, seed: int = 0)
     scores, truths = [], []
     for fit, scored in ((half, ~half), (~half, half)):
         if fit.sum() < 2 or not scored.any():
-            return float("inf"), 0.0
+            return None, 0.0
         probe = ridge_probes(tagged[rows[fit]], carries[rows[fit]])
         s = probe(tagged[rows[scored]])
         keep = s >= 0.05  # pairs scored near 0 never set the threshold; dropping them saves memory
@@ -106,7 +106,7 @@ def teacher_threshold(tagged: np.ndarray, carries: np.ndarray, *, seed: int = 0)
     precision = np.cumsum(truths[order]) / np.arange(1, len(order) + 1)
     reliable = np.flatnonzero(precision >= TEACHER_PRECISION)
     if not len(reliable):
-        return float("inf"), 0.0
+        return None, 0.0
     last = reliable[-1]
     return float(scores[order][last]), float(precision[last])
 
@@ -129,8 +129,8 @@ def teacher_guesses(
     if not len(untagged) or not len(probed):
         return *none, {}
     threshold, precision = teacher_threshold(tagged, carries[:, probed], seed=seed)
-    facts = {"teacher_threshold": threshold if np.isfinite(threshold) else None, "teacher_precision": precision}
-    if not np.isfinite(threshold):
+    facts = {"teacher_threshold": threshold, "teacher_precision": precision}
+    if threshold is None:
         return *none, facts
     probe = ridge_probes(tagged, carries[:, probed])
     rows, columns = [], []

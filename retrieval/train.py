@@ -383,7 +383,7 @@ def library_train_config(items: int, seed: int) -> TrainConfig:
     return config
 
 
-TRAINING_VERSION = 3  # part of the inputs' fingerprint: a change to how libraries train makes old models stale
+TRAINING_VERSION = 4  # part of the inputs' fingerprint: a change to how libraries train makes old models stale
 
 
 def training_fingerprint(library, bits: int, seed: int) -> str:

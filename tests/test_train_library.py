@@ -68,18 +68,23 @@ def test_a_library_without_tags_trains_on_clip_stand_ins(tmp_path):
     assert library.index.ntotal == 17
 
 
-def test_training_items_of_a_tagged_library(tmp_path):
-    """Tagged photos with their tag list, each tag of a multi-tag photo on its own (text only),
-    untagged photos image-only with the teacher's confident tags, hidden photos as untagged."""
-    photos = tmp_path / "photos"
-    photos.mkdir()
+def colour_photos(folder: Path) -> Path:
+    """24 red or blue pictures, the first 12 tagged with their colour and a shape."""
+    folder.mkdir()
     lines = ["path,tags"]
     for i in range(24):
         colour = ("red", "blue")[i % 2]
-        Image.new("RGB", (40, 30), ((220, 30, 30), (30, 40, 220))[i % 2]).save(photos / f"{colour}_{i}.png")
+        Image.new("RGB", (40, 30), ((220, 30, 30), (30, 40, 220))[i % 2]).save(folder / f"{colour}_{i}.png")
         if i < 12:
             lines.append(f"{colour}_{i}.png,{colour};{'circle' if i % 4 < 2 else 'square'}")
-    (photos / "tags.csv").write_text("\n".join(lines))
+    (folder / "tags.csv").write_text("\n".join(lines))
+    return folder
+
+
+def test_training_items_of_a_tagged_library(tmp_path):
+    """Tagged photos with their tag list, each tag of a multi-tag photo on its own (text only),
+    untagged photos image-only with the teacher's confident tags, hidden photos as untagged."""
+    photos = colour_photos(tmp_path / "photos")
     library = library_at(tmp_path / "home")
     index_paths(library, [photos], tags_file=photos / "tags.csv", workers=0, progress=False)
     data = library_training_data(library)
@@ -95,6 +100,7 @@ def test_training_items_of_a_tagged_library(tmp_path):
     # the untagged photos are single colours the teacher tells apart at once: red or blue, never both
     guessed = data.labels[image_only]
     assert data.facts["guessed"] == image_only.sum() > 0
+    assert data.facts["teacher_precision"] >= 0.95 and data.facts["teacher_threshold"] is not None  # in the metrics
     assert np.all(guessed[:, [red, data.tags.index("blue")]].sum(1) == 1)
     hidden_ids = set(library.store.tags_by_image())
     assert library_training_data(library, hidden=hidden_ids).facts["tagged"] == 0
@@ -189,3 +195,18 @@ def test_teacher_guesses_from_the_score_its_guesses_were_right_95_percent_of_the
     noise = np.random.default_rng(2).random(labels.shape) < labels.mean()
     rows, columns, facts = supervision.teacher_guesses(vectors[tagged], noise[tagged], vectors[~tagged])
     assert len(rows) == 0 and facts["teacher_threshold"] is None
+
+
+def test_train_says_how_many_untagged_photos_trained_on_guessed_tags(tmp_path):
+    from click.testing import CliRunner
+
+    from retrieval.cli import main
+
+    photos = colour_photos(tmp_path / "photos")
+    home = ["--home", str(tmp_path / "home"), "--encoder", "fake"]
+    runner = CliRunner()
+    indexed = runner.invoke(main, [*home, "index", str(photos), "--workers", "0", "--tags", str(photos / "tags.csv")])
+    assert indexed.exit_code == 0, indexed.output
+    trained = runner.invoke(main, [*home, "train", "--bits", "32"])
+    assert trained.exit_code == 0, trained.output
+    assert "(12 tagged, 12 untagged trained on guessed tags)" in trained.output
